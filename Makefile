@@ -1,0 +1,48 @@
+# annumap: two commands for a user (`make demo`, `make test`), a few more for developers.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+
+.PHONY: demo test test-all lint format bench docs clean
+
+$(VENV)/.stamp-base: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e ".[plot]"
+	touch $@
+
+$(VENV)/.stamp-test: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e ".[test,plot]"
+	touch $@ $(VENV)/.stamp-base
+
+## demo: embed the bundled CBMC data, print a summary, write out/cbmc_umap.h5ad and out/cbmc_umap.png
+demo: $(VENV)/.stamp-base
+	$(PY) -m annumap.cli embed -o out/cbmc_umap.h5ad --plot out/cbmc_umap.png --color cell_type
+
+## test: lint, then the test suite (slow cases and benchmarks excluded)
+test: $(VENV)/.stamp-test
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+## test-all: also the slow cases
+test-all: $(VENV)/.stamp-test
+	$(PY) -m pytest -m "not benchmark"
+
+lint: $(VENV)/.stamp-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check src tests
+
+format: $(VENV)/.stamp-test
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format src tests benchmarks
+
+## bench: the side-by-side benchmarks against scanpy (long; see benchmarks/README.md)
+bench: $(VENV)/.stamp-test
+	$(PY) benchmarks/neighbors.py
+	$(PY) benchmarks/umap.py
+
+clean:
+	rm -rf out docs/_build .pytest_cache .ruff_cache

@@ -1,0 +1,243 @@
+"""AnnData glue: checks, representation choice, neighbors-key resolution, and writes.
+
+Everything here reads an AnnData or writes one in a single final step; algorithms live in
+:mod:`annumap._core`.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy import sparse
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+__all__ = [
+    "Neighbors",
+    "check_adata",
+    "check_finite",
+    "choose_representation",
+    "materialize",
+    "neighbors_storage_keys",
+    "read_neighbors",
+]
+
+logger = logging.getLogger("annumap")
+
+#: scanpy's threshold: above this many variables `.X` is not used without a PCA.
+N_PCS = 50
+
+
+def check_adata(adata: Any, name: str = "adata") -> None:
+    """Raise unless ``adata`` is an in-memory :class:`~anndata.AnnData` we can write into."""
+    from anndata import AnnData
+
+    if not isinstance(adata, AnnData):
+        msg = f"{name} must be an AnnData, got {type(adata).__name__}."
+        raise TypeError(msg)
+    if adata.isbacked:
+        msg = (
+            f"{name} is backed by a file (opened with backed='r'); annumap writes results into the "
+            "object and needs it in memory: call `adata = adata.to_memory()` first."
+        )
+        raise ValueError(msg)
+    if adata.n_obs < 2:
+        msg = f"{name} has {adata.n_obs} observation(s); a neighbour graph needs at least 2."
+        raise ValueError(msg)
+
+
+def materialize(adata: AnnData) -> None:
+    """Turn a view into an actual AnnData in place (as scanpy does), right before writing."""
+    if adata.is_view:
+        adata._init_as_actual(adata.copy())
+
+
+def check_finite(X: np.ndarray | sparse.spmatrix, where: str, obs_names: Any = None) -> None:
+    """Raise a ValueError naming ``where`` if ``X`` holds NaN or infinite values."""
+    data = X.data if sparse.issparse(X) else np.asarray(X)
+    if data.dtype.kind not in "fc":
+        return
+    bad = ~np.isfinite(data)
+    n_bad = int(bad.sum())
+    if not n_bad:
+        return
+    if sparse.issparse(X):
+        coo = sparse.coo_matrix(X)
+        rows = np.unique(coo.row[~np.isfinite(coo.data)])
+    else:
+        rows = np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1))
+    names = list(np.asarray(obs_names)[rows[:5]]) if obs_names is not None else list(rows[:5])
+    msg = (
+        f"{where} contains {n_bad} NaN or infinite value(s) in {rows.size} observation(s) "
+        f"(first: {', '.join(map(str, names))}). Impute them (e.g. "
+        "sklearn.impute.SimpleImputer or ehrapy.pp.knn_impute) or drop those observations first."
+    )
+    raise ValueError(msg)
+
+
+def _as_numeric(X: Any, where: str) -> np.ndarray | sparse.csr_matrix:
+    """Dense float32/float64 array or CSR matrix from any numeric array-like."""
+    if sparse.issparse(X):
+        if X.dtype.kind not in "biuf":
+            msg = f"{where} has dtype {X.dtype}; a numeric matrix is needed."
+            raise TypeError(msg)
+        out = sparse.csr_matrix(X)
+        return out.astype(np.float32) if out.dtype.kind in "biu" or out.dtype.itemsize < 4 else out
+    if hasattr(X, "to_numpy"):  # pandas DataFrame in obsm
+        X = X.to_numpy()
+    X = np.asarray(X)
+    if X.dtype.kind not in "biuf":
+        msg = f"{where} has dtype {X.dtype}; a numeric matrix is needed."
+        raise TypeError(msg)
+    if X.ndim != 2:
+        msg = f"{where} must be 2-dimensional, got shape {X.shape}."
+        raise ValueError(msg)
+    if X.dtype.kind in "biu" or X.dtype.itemsize < 4:
+        X = X.astype(np.float32)
+    return X
+
+
+def choose_representation(
+    adata: AnnData,
+    use_rep: str | None = None,
+    n_pcs: int | None = None,
+    *,
+    random_state: int = 0,
+) -> tuple[np.ndarray | sparse.csr_matrix, str]:
+    """The data matrix the neighbour search runs on, following scanpy's rules.
+
+    ``use_rep`` names ``'X'`` or an ``.obsm`` key; without it, ``.X`` when it has at most 50
+    variables, else ``.obsm['X_pca']`` (first ``n_pcs`` columns), else a PCA computed here with
+    a warning (not stored: run ``scanpy.pp.pca`` to keep one). Returns the matrix and a
+    description such as ``"adata.obsm['X_pca'][:, :30]"``. Raises on NaN/inf.
+    """
+    if n_pcs is not None:
+        if isinstance(n_pcs, bool) or not isinstance(n_pcs, int | np.integer) or n_pcs < 0:
+            msg = f"n_pcs must be a non-negative int or None, got {n_pcs!r}."
+            raise ValueError(msg)
+        n_pcs = int(n_pcs)
+    if use_rep is not None and not isinstance(use_rep, str):
+        msg = f"use_rep must be a str ('X' or an .obsm key) or None, got {type(use_rep).__name__}."
+        raise TypeError(msg)
+
+    if use_rep is None and n_pcs == 0:
+        use_rep = "X"
+    if use_rep is None:
+        if adata.n_vars <= N_PCS:
+            use_rep = "X"
+        elif "X_pca" in adata.obsm:
+            use_rep = "X_pca"
+        else:
+            n_comps = min(n_pcs or N_PCS, adata.n_obs - 1, adata.n_vars)
+            X = _as_numeric(adata.X, "adata.X")
+            check_finite(X, "adata.X", adata.obs_names)
+            warnings.warn(
+                f"adata has {adata.n_vars} variables and no .obsm['X_pca']: computing a "
+                f"{n_comps}-component PCA for the neighbour search (not stored). Run "
+                "scanpy.pp.pca first to keep and reuse it, or pass use_rep='X' to search on .X.",
+                UserWarning,
+                stacklevel=3,
+            )
+            from ._core.pca import pca
+
+            return pca(X, n_comps, random_state=random_state), f"PCA({n_comps}) of adata.X"
+    if use_rep == "X":
+        if adata.X is None:
+            msg = "adata.X is None; pass use_rep with an .obsm key holding the representation."
+            raise ValueError(msg)
+        X, where = adata.X, "adata.X"
+    else:
+        if use_rep not in adata.obsm:
+            msg = (
+                f"use_rep={use_rep!r} is not a key of adata.obsm (keys: {list(adata.obsm)}); "
+                "use 'X' for adata.X."
+            )
+            raise KeyError(msg)
+        X, where = adata.obsm[use_rep], f"adata.obsm[{use_rep!r}]"
+    X = _as_numeric(X, where)
+    if n_pcs is not None and use_rep != "X":
+        if n_pcs > X.shape[1]:
+            msg = f"n_pcs={n_pcs} is larger than {where} has columns ({X.shape[1]})."
+            raise ValueError(msg)
+        X = X[:, :n_pcs]
+        where = f"{where}[:, :{n_pcs}]"
+    check_finite(X, where, adata.obs_names)
+    return X, where
+
+
+def neighbors_storage_keys(key_added: str | None) -> tuple[str, str, str]:
+    """``(uns_key, connectivities_key, distances_key)`` as scanpy names them."""
+    if key_added is None:
+        return "neighbors", "connectivities", "distances"
+    if not isinstance(key_added, str) or not key_added:
+        msg = f"key_added must be a non-empty str or None, got {key_added!r}."
+        raise ValueError(msg)
+    return key_added, f"{key_added}_connectivities", f"{key_added}_distances"
+
+
+@dataclass(frozen=True)
+class Neighbors:
+    """A neighbours result read from an AnnData (never a copy of the graph: do not mutate)."""
+
+    key: str
+    connectivities: sparse.csr_matrix
+    distances: sparse.csr_matrix | None
+    params: Mapping[str, Any]
+
+
+def _check_graph(G: Any, n_obs: int, where: str) -> sparse.csr_matrix:
+    if not sparse.issparse(G):
+        if isinstance(G, np.ndarray) and G.ndim == 2:
+            G = sparse.csr_matrix(G)
+        else:
+            msg = f"{where} must be a sparse matrix, got {type(G).__name__}."
+            raise TypeError(msg)
+    if G.shape != (n_obs, n_obs):
+        msg = f"{where} has shape {G.shape}; expected ({n_obs}, {n_obs}) for adata.n_obs={n_obs}."
+        raise ValueError(msg)
+    G = sparse.csr_matrix(G)
+    data = G.data
+    if data.size and not np.isfinite(data).all():
+        msg = f"{where} contains {int((~np.isfinite(data)).sum())} NaN/inf weights."
+        raise ValueError(msg)
+    if data.size and data.min() < 0:
+        msg = f"{where} contains {int((data < 0).sum())} negative weights; weights must be >= 0."
+        raise ValueError(msg)
+    return G
+
+
+def read_neighbors(adata: AnnData, neighbors_key: str | None = None) -> Neighbors:
+    """Resolve ``neighbors_key`` as scanpy does and return the stored graph and params."""
+    key = "neighbors" if neighbors_key is None else neighbors_key
+    if not isinstance(key, str):
+        msg = f"neighbors_key must be a str or None, got {type(key).__name__}."
+        raise TypeError(msg)
+    if key not in adata.uns:
+        msg = (
+            f"No neighbors found in adata.uns[{key!r}]; run annumap.pp.neighbors(adata"
+            + (f", key_added={key!r}" if key != "neighbors" else "")
+            + ") (or scanpy.pp.neighbors) first."
+        )
+        raise KeyError(msg)
+    info = adata.uns[key]
+    if not isinstance(info, Mapping):
+        msg = f"adata.uns[{key!r}] is a {type(info).__name__}, not a neighbors dict."
+        raise TypeError(msg)
+    conn_key = info.get("connectivities_key", "connectivities" if key == "neighbors" else None)
+    dist_key = info.get("distances_key", "distances" if key == "neighbors" else None)
+    if conn_key is None or conn_key not in adata.obsp:
+        msg = (
+            f"adata.obsp has no connectivities for neighbors_key={key!r} (looked for "
+            f"{conn_key!r}); run annumap.pp.neighbors first."
+        )
+        raise KeyError(msg)
+    conn = _check_graph(adata.obsp[conn_key], adata.n_obs, f"adata.obsp[{conn_key!r}]")
+    dist = adata.obsp.get(dist_key)
+    params = info.get("params", {})
+    return Neighbors(key=key, connectivities=conn, distances=dist, params=dict(params))

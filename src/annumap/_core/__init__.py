@@ -1,0 +1,1 @@
+"""Array-level algorithms: arrays in, arrays out. Nothing here imports anndata or scanpy."""

@@ -1,0 +1,50 @@
+"""The one place numba is configured: every kernel is compiled with ``cache=True``.
+
+Kernels are defined at module level in :mod:`annumap._core._kernels` (and a few siblings) and
+compiled lazily on first call; the on-disk cache makes a second process start fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numba
+
+__all__ = ["njit", "threads"]
+
+
+def njit(*args: Any, **kwargs: Any) -> Callable:
+    """Return :func:`numba.njit` with ``cache=True`` (and ``nogil=True``) enforced."""
+    kwargs["cache"] = True
+    kwargs.setdefault("nogil", True)
+    return numba.njit(*args, **kwargs)  # noqa: TID251
+
+
+def resolve_n_jobs(n_jobs: int | None) -> int:
+    """Translate ``n_jobs`` (None or -1 = all, negative counts from the end) to a thread count."""
+    max_threads = numba.config.NUMBA_NUM_THREADS
+    if n_jobs is None:
+        return max_threads
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int):
+        msg = f"n_jobs must be an int or None, got {type(n_jobs).__name__}."
+        raise TypeError(msg)
+    if n_jobs == 0:
+        msg = "n_jobs must not be 0 (use None or -1 for all cores, or a positive count)."
+        raise ValueError(msg)
+    if n_jobs < 0:
+        return max(1, max_threads + 1 + n_jobs)
+    return min(n_jobs, max_threads)
+
+
+@contextmanager
+def threads(n_jobs: int | None) -> Iterator[int]:
+    """Run numba parallel regions of this thread with ``n_jobs`` threads, then restore."""
+    n = resolve_n_jobs(n_jobs)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        numba.set_num_threads(previous)

@@ -1,0 +1,245 @@
+"""Initial positions of the layout: spectral, PCA, random, PAGA and user arrays; rescaling.
+
+All functions take a NumPy ``Generator`` (never the global RNG) and return float arrays; the
+final :func:`rescale` maps every dimension to ``[0, 10]`` as umap-learn does.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
+
+__all__ = [
+    "jitter_duplicates",
+    "noisy_scale",
+    "paga_init",
+    "pca_init",
+    "random_init",
+    "rescale",
+    "spectral_init",
+]
+
+logger = logging.getLogger("annumap")
+
+DataProvider = Callable[[], "np.ndarray | sparse.spmatrix | None"]
+
+#: Below this many vertices the spectral problem is solved densely (exact and fast).
+_DENSE_MAX = 1500
+#: ARPACK restarts before the spectral init gives up and falls back.
+_MAXITER = 2000
+
+
+def random_init(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
+    """Uniform positions in ``[-10, 10]^dim``."""
+    return rng.uniform(-10.0, 10.0, size=(n, dim))
+
+
+def noisy_scale(Y: np.ndarray, rng: np.random.Generator, max_coord: float = 10.0) -> np.ndarray:
+    """Scale so that ``max |Y| = max_coord`` and add N(0, 1e-4) noise (umap-learn's convention)."""
+    m = np.abs(Y).max()
+    Y = Y * (max_coord / m) if m > 0 else Y
+    return Y + rng.normal(scale=1e-4, size=Y.shape)
+
+
+def jitter_duplicates(Y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Separate repeated positions by noise of 0.001 x the mean nearest-neighbour distance."""
+    if np.unique(Y, axis=0).shape[0] == Y.shape[0]:
+        return Y
+    from scipy.spatial import cKDTree
+
+    dist, _ = cKDTree(Y).query(Y, k=2)
+    scale = 1e-3 * float(np.mean(dist[:, 1]))
+    if scale == 0:
+        scale = 1e-3 * float(np.ptp(Y)) if np.ptp(Y) > 0 else 1e-3
+    return Y + rng.normal(scale=scale, size=Y.shape)
+
+
+def rescale(Y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Map each dimension to ``[0, 10]``; a constant dimension is replaced by uniform noise."""
+    Y = np.asarray(Y, dtype=np.float64)
+    lo, hi = Y.min(axis=0), Y.max(axis=0)
+    span = hi - lo
+    out = np.empty_like(Y)
+    flat = span == 0
+    if flat.any():
+        warnings.warn(
+            f"initial positions are constant in dimension(s) {np.flatnonzero(flat).tolist()}; "
+            "using random values there.",
+            UserWarning,
+            stacklevel=4,
+        )
+        out[:, flat] = rng.uniform(0.0, 10.0, size=(Y.shape[0], int(flat.sum())))
+    ok = ~flat
+    out[:, ok] = 10.0 * (Y[:, ok] - lo[ok]) / span[ok]
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def pca_init(data: np.ndarray | sparse.spmatrix, dim: int, rng: np.random.Generator) -> np.ndarray:
+    """First ``dim`` principal components of ``data``, scaled to max 10 with N(0, 1e-4) noise."""
+    from .pca import pca
+
+    Y = pca(data, dim, random_state=int(rng.integers(2**31)))
+    if Y.shape[1] < dim:  # fewer features than dimensions: pad with noise
+        Y = np.hstack([Y, rng.normal(scale=1e-4, size=(Y.shape[0], dim - Y.shape[1]))])
+    return noisy_scale(Y.astype(np.float64), rng)
+
+
+def _spectral_connected(G: sparse.csr_matrix, dim: int, rng: np.random.Generator) -> np.ndarray:
+    """Eigenvectors 2..dim+1 of the normalised Laplacian of a connected graph (may raise)."""
+    n = G.shape[0]
+    deg = np.asarray(G.sum(axis=1)).ravel()
+    inv_sqrt = 1.0 / np.sqrt(deg)
+    A = sparse.diags(inv_sqrt) @ G.astype(np.float64) @ sparse.diags(inv_sqrt)
+    k = dim + 1
+    if n <= _DENSE_MAX:
+        vals, vecs = np.linalg.eigh(A.toarray())
+    else:
+        from scipy.sparse.linalg import eigsh
+
+        ncv = min(n - 1, max(2 * k + 1, int(np.sqrt(n))))
+        v0 = rng.uniform(0.5, 1.5, size=n)
+        vals, vecs = eigsh(A, k=k, which="LA", ncv=ncv, tol=1e-4, v0=v0, maxiter=_MAXITER)
+    order = np.argsort(-vals)[1:k]  # skip the trivial top eigenvector
+    Y = vecs[:, order]
+    if not np.isfinite(Y).all():
+        msg = "non-finite eigenvectors"
+        raise ArithmeticError(msg)
+    return Y
+
+
+def _meta_positions(
+    n_comp: int, dim: int, sizes: np.ndarray, centroids: np.ndarray | None, rng: np.random.Generator
+) -> np.ndarray:
+    """Positions of the connected components relative to each other."""
+    if n_comp <= 2 * dim:
+        k = int(np.ceil(n_comp / 2))
+        base = np.hstack([np.eye(k), np.zeros((k, dim - k))])
+        return np.vstack([base, -base])[:n_comp]
+    if centroids is not None and centroids.shape[1] >= 1:
+        from .pca import pca
+
+        if centroids.shape[1] > dim and n_comp > dim + 1:
+            meta = pca(centroids, dim).astype(np.float64)
+        else:
+            meta = np.zeros((n_comp, dim))
+            meta[:, : min(dim, centroids.shape[1])] = centroids[:, :dim]
+        if meta.shape[1] < dim:
+            meta = np.hstack([meta, np.zeros((n_comp, dim - meta.shape[1]))])
+        meta = jitter_duplicates(meta, rng)
+        return meta / np.abs(meta).max()
+    # no data: components on a golden-angle spiral (largest in the middle) or random in high dim
+    order = np.argsort(-sizes, kind="stable")
+    meta = np.zeros((n_comp, dim))
+    if dim >= 2:
+        r = np.sqrt(np.arange(n_comp) + 0.5)
+        theta = np.arange(n_comp) * np.pi * (3 - np.sqrt(5))
+        meta[order, 0] = r * np.cos(theta)
+        meta[order, 1] = r * np.sin(theta)
+    else:
+        meta[order, 0] = np.arange(n_comp)
+    return meta / np.abs(meta).max()
+
+
+def spectral_init(
+    graph: sparse.spmatrix,
+    dim: int,
+    rng: np.random.Generator,
+    data: DataProvider | None = None,
+) -> np.ndarray:
+    """Spectral layout of ``graph``, one per connected component, placed by a meta layout.
+
+    Each component with more than ``dim + 1`` vertices gets the eigenvectors 2..dim+1 of its
+    normalised Laplacian, scaled to half the distance to the nearest other component; smaller
+    components (singletons, edgeless vertices) are spread uniformly in that box. Components are
+    placed on the axes (up to ``2 * dim`` of them), else by a PCA of their centroids in ``data``,
+    else on a spiral. If the eigensolver fails, falls back to PCA of ``data``, then to random
+    positions, with a warning; never returns NaN. Output is scaled to max 10 plus N(0, 1e-4).
+    """
+    G = sparse.csr_matrix(graph, dtype=np.float64)
+    n = G.shape[0]
+    G = (G + G.T) * 0.5 if (G != G.T).nnz else G
+    n_comp, labels = connected_components(G, directed=False)
+    try:
+        if n_comp == 1:
+            Y = _spectral_connected(G, dim, rng) if n > dim + 1 else random_init(n, dim, rng)
+        else:
+            Y = _multi_component(G, dim, n_comp, labels, rng, data)
+    except (ArithmeticError, np.linalg.LinAlgError, RuntimeError) as err:
+        X = data() if data is not None else None
+        fallback = "PCA of the representation" if X is not None else "random positions"
+        warnings.warn(
+            f"spectral initialisation failed ({type(err).__name__}: {err}); using {fallback}. "
+            "Pass init_pos='pca' or 'random' to choose yourself.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return pca_init(X, dim, rng) if X is not None else random_init(n, dim, rng)
+    return noisy_scale(Y, rng)
+
+
+def _multi_component(G, dim, n_comp, labels, rng, data):
+    sizes = np.bincount(labels, minlength=n_comp)
+    centroids = None
+    if n_comp > 2 * dim and data is not None:
+        X = data()
+        if X is not None:
+            onehot = sparse.csr_matrix(
+                (np.ones(labels.size), (labels, np.arange(labels.size))),
+                shape=(n_comp, labels.size),
+            )
+            centroids = np.asarray((onehot @ X) / sizes[:, None], dtype=np.float64)
+    meta = _meta_positions(n_comp, dim, sizes, centroids, rng)
+    from scipy.spatial import cKDTree
+
+    nearest, _ = cKDTree(meta).query(meta, k=2)
+    half = np.maximum(nearest[:, 1] / 2.0, 1e-6)
+    Y = np.empty((labels.size, dim))
+    order = np.argsort(labels, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    logger.info("spectral init: %d connected components", n_comp)
+    for c in range(n_comp):
+        members = order[bounds[c] : bounds[c + 1]]
+        if members.size <= max(dim + 1, 2 * dim):
+            Y[members] = meta[c] + rng.uniform(-half[c], half[c], size=(members.size, dim))
+            continue
+        sub = G[members][:, members].tocsr()
+        emb = _spectral_connected(sub, dim, rng)
+        emb *= half[c] / np.abs(emb).max()
+        Y[members] = emb + meta[c]
+    return Y
+
+
+def paga_init(
+    groups: np.ndarray,
+    pos: np.ndarray,
+    coarse: sparse.spmatrix | np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Positions from a PAGA layout: each cell near its group's ``pos`` (scanpy's rule).
+
+    A group with PAGA neighbours puts its cells at ``pos[g] - 0.5 * dist + U(0, 1) * dist``,
+    ``dist = pos[g] - pos[h]`` for its most strongly connected group ``h``; an isolated group at
+    ``pos[g]`` (duplicates are jittered afterwards). ``groups`` holds group codes 0..n_groups-1.
+    """
+    pos = np.asarray(pos, dtype=np.float64)
+    C = sparse.csr_matrix(coarse)
+    out = np.empty((groups.size, pos.shape[1]))
+    for g in range(pos.shape[0]):
+        members = np.flatnonzero(groups == g)
+        row = C.getrow(g)
+        cols, vals = row.indices, row.data
+        keep = (cols != g) & (vals > 0)
+        cols, vals = cols[keep], vals[keep]
+        if cols.size:
+            h = cols[np.argmax(vals)]
+            dist = pos[g] - pos[h]
+            noise = rng.random((members.size, pos.shape[1])) * dist
+            out[members] = pos[g] - 0.5 * dist + noise
+        else:
+            out[members] = pos[g]
+    return jitter_duplicates(out, rng)

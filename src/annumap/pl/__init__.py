@@ -1,0 +1,3 @@
+"""Plotting (matplotlib, optional extra ``plot``); ``scanpy.pl.umap`` works on the output too."""
+
+__all__: list[str] = []

@@ -1,0 +1,5 @@
+"""Tools: the UMAP layout."""
+
+from ._umap import umap
+
+__all__ = ["umap"]

@@ -1,0 +1,384 @@
+"""``annumap.tl.umap``: the scanpy/ehrapy ``tl.umap`` contract on annumap's parallel layout."""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._anndata import (
+    check_adata,
+    choose_representation,
+    materialize,
+    read_neighbors,
+)
+from .._docs import doc_adata, doc_copy, doc_n_jobs, inject
+from .._types import LayoutCallback
+from ._layouts import LAYOUTS, run_layout
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+    from .._anndata import Neighbors
+
+__all__ = ["umap"]
+
+logger = logging.getLogger("annumap")
+
+_INIT_NAMES = ("spectral", "paga", "pca", "random")
+
+
+def _real(value: Any, name: str, *, low: float, low_inclusive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        msg = f"{name} must be a real number, got {type(value).__name__}."
+        raise TypeError(msg)
+    v = float(value)
+    bad = not np.isfinite(v) or (v < low if low_inclusive else v <= low)
+    if bad:
+        op = ">=" if low_inclusive else ">"
+        msg = f"{name} must be finite and {op} {low}, got {value!r}."
+        raise ValueError(msg)
+    return v
+
+
+def _int(value: Any, name: str, *, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        msg = f"{name} must be an int, got {type(value).__name__}."
+        raise TypeError(msg)
+    if value < low:
+        msg = f"{name} must be >= {low}, got {value}."
+        raise ValueError(msg)
+    return int(value)
+
+
+def _seed(random_state: Any) -> int:
+    if random_state is None:
+        return int(np.random.SeedSequence().generate_state(1)[0])
+    return _int(random_state, "random_state", low=0)
+
+
+def check_params(
+    *,
+    min_dist: Any,
+    spread: Any,
+    n_components: Any,
+    maxiter: Any,
+    alpha: Any,
+    gamma: Any,
+    negative_sample_rate: Any,
+    a: Any,
+    b: Any,
+) -> dict[str, Any]:
+    """Validate the numeric parameters of :func:`umap`; returns them normalised."""
+    out: dict[str, Any] = {
+        "min_dist": _real(min_dist, "min_dist", low=0.0),
+        "spread": _real(spread, "spread", low=0.0, low_inclusive=False),
+        "n_components": _int(n_components, "n_components", low=1),
+        "maxiter": None if maxiter is None else _int(maxiter, "maxiter", low=1),
+        "alpha": _real(alpha, "alpha", low=0.0, low_inclusive=False),
+        "gamma": _real(gamma, "gamma", low=0.0),
+        "negative_sample_rate": _real(negative_sample_rate, "negative_sample_rate", low=0.0),
+    }
+    if out["min_dist"] > out["spread"]:
+        msg = f"min_dist ({min_dist}) must not exceed spread ({spread})."
+        raise ValueError(msg)
+    if (a is None) != (b is None):
+        msg = "give both a and b, or neither (then they are fitted from min_dist and spread)."
+        raise ValueError(msg)
+    if a is not None:
+        out["a"] = _real(a, "a", low=0.0, low_inclusive=False)
+        out["b"] = _real(b, "b", low=0.0, low_inclusive=False)
+    return out
+
+
+def _init_positions(
+    adata: AnnData,
+    init_pos: Any,
+    neighbors: Neighbors,
+    n_components: int,
+    seed: int,
+) -> tuple[np.ndarray, str]:
+    """Initial positions (float32, rescaled to [0, 10]) and a name for the record."""
+    from .._core import init as core_init
+
+    rng = np.random.default_rng([seed, 0x1417])
+    n = adata.n_obs
+
+    def data():
+        return _representation(adata, neighbors, seed)
+
+    if isinstance(init_pos, str):
+        if init_pos in adata.obsm:
+            Y = _array_init(adata.obsm[init_pos], n, n_components, f"adata.obsm[{init_pos!r}]")
+            return core_init.rescale(core_init.jitter_duplicates(Y, rng), rng), init_pos
+        if init_pos == "spectral":
+            Y = core_init.spectral_init(neighbors.connectivities, n_components, rng, data)
+        elif init_pos == "pca":
+            X = data()
+            if X is None:
+                msg = "init_pos='pca' needs the representation the neighbours were computed on."
+                raise ValueError(msg)
+            Y = core_init.pca_init(X, n_components, rng)
+        elif init_pos == "random":
+            Y = core_init.random_init(n, n_components, rng)
+        elif init_pos == "paga":
+            Y = _paga(adata, n_components, rng)
+        else:
+            msg = (
+                f"init_pos={init_pos!r} is neither one of {_INIT_NAMES} nor a key of adata.obsm "
+                f"(keys: {list(adata.obsm)}); an (n_obs, n_components) array is accepted too."
+            )
+            raise ValueError(msg)
+        return core_init.rescale(Y, rng), init_pos
+    if hasattr(init_pos, "shape") or isinstance(init_pos, list | tuple):
+        Y = _array_init(init_pos, n, n_components, "init_pos")
+        return core_init.rescale(core_init.jitter_duplicates(Y, rng), rng), "array"
+    msg = f"init_pos must be a str or an array, got {type(init_pos).__name__}."
+    raise TypeError(msg)
+
+
+def _representation(adata: AnnData, neighbors: Neighbors, seed: int):
+    """The representation the neighbours were computed on, or None if it is not at hand."""
+    params = neighbors.params
+    try:
+        X, _ = choose_representation(
+            adata, params.get("use_rep"), params.get("n_pcs"), random_state=seed
+        )
+    except (KeyError, ValueError, TypeError):
+        return None
+    return X
+
+
+def _array_init(value: Any, n: int, n_components: int, where: str) -> np.ndarray:
+    Y = np.asarray(value.toarray() if hasattr(value, "toarray") else value)
+    if Y.dtype.kind not in "biuf":
+        msg = f"{where} must be numeric, got dtype {Y.dtype}."
+        raise TypeError(msg)
+    Y = Y.astype(np.float64)
+    if Y.ndim != 2 or Y.shape[0] != n or Y.shape[1] < n_components:
+        msg = (
+            f"{where} has shape {Y.shape}; expected ({n}, {n_components}) "
+            "(extra columns are dropped)."
+        )
+        raise ValueError(msg)
+    Y = Y[:, :n_components]
+    if not np.isfinite(Y).all():
+        msg = f"{where} contains {int((~np.isfinite(Y)).sum())} NaN/inf values."
+        raise ValueError(msg)
+    return Y
+
+
+def _paga(adata: AnnData, n_components: int, rng: np.random.Generator) -> np.ndarray:
+    from .._core.init import paga_init
+
+    paga = adata.uns.get("paga")
+    if not isinstance(paga, dict) or "pos" not in paga:
+        msg = (
+            "init_pos='paga' needs adata.uns['paga']['pos']: run scanpy.tl.paga and then "
+            "scanpy.pl.paga (which computes the positions) first."
+        )
+        raise KeyError(msg)
+    pos = np.asarray(paga["pos"], dtype=np.float64)
+    groups_key = paga.get("groups")
+    if groups_key not in adata.obs:
+        msg = f"adata.uns['paga']['groups'] = {groups_key!r} is not a column of adata.obs."
+        raise KeyError(msg)
+    codes = np.asarray(adata.obs[groups_key].astype("category").cat.codes)
+    if pos.ndim != 2 or pos.shape[0] <= codes.max():
+        msg = f"adata.uns['paga']['pos'] has shape {pos.shape}; one row per group is needed."
+        raise ValueError(msg)
+    if pos.shape[1] != n_components:
+        msg = (
+            f"PAGA positions are {pos.shape[1]}-D; init_pos='paga' needs "
+            f"n_components={pos.shape[1]}."
+        )
+        raise ValueError(msg)
+    coarse = paga.get("connectivities")
+    if coarse is None:
+        from scipy import sparse
+
+        coarse = sparse.csr_matrix((pos.shape[0], pos.shape[0]))
+    return paga_init(codes, pos, coarse, rng)
+
+
+@inject(adata=doc_adata, copy=doc_copy, n_jobs=doc_n_jobs)
+def umap(
+    adata: AnnData,
+    *,
+    min_dist: float = 0.5,
+    spread: float = 1.0,
+    n_components: int = 2,
+    maxiter: int | None = None,
+    alpha: float = 1.0,
+    gamma: float = 1.0,
+    negative_sample_rate: float = 5,
+    init_pos: str | np.ndarray = "spectral",
+    random_state: int | None = 0,
+    a: float | None = None,
+    b: float | None = None,
+    copy: bool = False,
+    method: str = "umap",
+    neighbors_key: str | None = None,
+    key_added: str | None = None,
+    n_jobs: int | None = None,
+    progress: bool | None = None,
+    callback: LayoutCallback | None = None,
+) -> AnnData | None:
+    """Embed the neighbour graph with UMAP (McInnes et al. 2018).
+
+    The signature, defaults and storage of :func:`scanpy.tl.umap` and ``ehrapy.tl.umap``; the
+    layout runs in parallel on all cores and gives bit-identical results for a ``random_state``
+    whatever ``n_jobs``. Reads the graph of :func:`annumap.pp.neighbors` or
+    :func:`scanpy.pp.neighbors` and never modifies it; writes only after everything succeeded.
+
+    Parameters
+    ----------
+    {adata}
+    min_dist
+        Minimum distance between embedded points (0 <= min_dist <= spread).
+    spread
+        Scale of the embedded points (> 0); with ``min_dist`` it fixes ``a`` and ``b``.
+    n_components
+        Dimensions of the embedding.
+    maxiter
+        Number of epochs (default: 500 up to 10,000 cells, 200 above).
+    alpha
+        Initial learning rate, decayed linearly to 0.
+    gamma
+        Weight of the repulsion (negative samples).
+    negative_sample_rate
+        Negative samples per positive sample.
+    init_pos
+        ``'spectral'`` (per connected component), ``'paga'`` (needs ``uns['paga']['pos']``),
+        ``'pca'``, ``'random'``, an ``.obsm`` key, or an array of shape (n_obs, n_components).
+    random_state
+        Seed (an int; ``None`` draws one and records it in ``.uns``).
+    a, b
+        Parameters of the embedding curve ``1 / (1 + a d^(2b))``; fitted from ``min_dist`` and
+        ``spread`` unless both are given.
+    {copy}
+    method
+        ``'umap'``: the numba layout on the CPU.
+    neighbors_key
+        Read the graph from ``.uns[neighbors_key]`` (default ``'neighbors'``).
+    key_added
+        Store in ``.obsm[key_added]`` and ``.uns[key_added]`` instead of ``'X_umap'``/``'umap'``.
+    {n_jobs}
+    progress
+        Show a progress bar (default: in interactive sessions for long runs).
+    callback
+        ``callback(epoch, n_epochs, embedding)`` after each epoch; return True to stop early.
+        An exception raised in it aborts the call and leaves ``adata`` unchanged.
+
+    Returns
+    -------
+    ``None``, or a new AnnData if ``copy=True``. Sets:
+
+    ``.obsm['X_umap']`` : :class:`numpy.ndarray`, float32, (n_obs, n_components)
+        The embedding.
+    ``.uns['umap']`` : dict
+        ``params``: ``a``, ``b`` (and ``random_state`` when not 0, as scanpy), plus ``min_dist``,
+        ``spread``, ``n_epochs``, ``init_pos``, ``method``, ``neighbors_key``.
+
+    Examples
+    --------
+    >>> import scanpy as sc, annumap
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> annumap.pp.neighbors(adata)
+    >>> annumap.tl.umap(adata, min_dist=0.3)
+    >>> adata.obsm["X_umap"].shape
+    (700, 2)
+    """
+    from .._core._numba import resolve_n_jobs
+    from .._core.curve import find_ab
+    from .._core.layout import default_n_epochs
+
+    # ---- validate everything before any work or write
+    check_adata(adata)
+    if not isinstance(copy, bool):
+        msg = f"copy must be a bool, got {type(copy).__name__}."
+        raise TypeError(msg)
+    p = check_params(
+        min_dist=min_dist, spread=spread, n_components=n_components, maxiter=maxiter,
+        alpha=alpha, gamma=gamma, negative_sample_rate=negative_sample_rate, a=a, b=b,
+    )  # fmt: skip
+    if method not in LAYOUTS:
+        msg = f"method must be one of {tuple(LAYOUTS)}, got {method!r}."
+        raise ValueError(msg)
+    seed = _seed(random_state)
+    resolve_n_jobs(n_jobs)
+    if progress is not None and not isinstance(progress, bool):
+        msg = f"progress must be a bool or None, got {type(progress).__name__}."
+        raise TypeError(msg)
+    if callback is not None and not callable(callback):
+        msg = f"callback must be callable, got {type(callback).__name__}."
+        raise TypeError(msg)
+    if key_added is not None and (not isinstance(key_added, str) or not key_added):
+        msg = f"key_added must be a non-empty str or None, got {key_added!r}."
+        raise ValueError(msg)
+    obsm_key, uns_key = ("X_umap", "umap") if key_added is None else (key_added, key_added)
+    neighbors = read_neighbors(adata, neighbors_key)
+    if neighbors.params.get("method", "umap") != "umap":
+        logger.warning(
+            "the connectivities of %r were not computed with method='umap'", neighbors.key
+        )
+
+    # ---- compute
+    start = time.perf_counter()
+    if "a" in p:
+        a_, b_ = p["a"], p["b"]
+    else:
+        a_, b_ = find_ab(p["spread"], p["min_dist"])
+    n_epochs = p["maxiter"] or default_n_epochs(adata.n_obs)
+    init, init_name = _init_positions(adata, init_pos, neighbors, p["n_components"], seed)
+    embedding, extras = run_layout(
+        method,
+        neighbors.connectivities,
+        init,
+        a=a_,
+        b=b_,
+        n_epochs=n_epochs,
+        alpha=p["alpha"],
+        gamma=p["gamma"],
+        negative_sample_rate=p["negative_sample_rate"],
+        seed=seed,
+        n_jobs=n_jobs,
+        callback=callback,
+        progress=progress,
+        data=lambda: _representation(adata, neighbors, seed),
+    )
+    if not np.isfinite(embedding).all():  # pragma: no cover - guarded by the kernel's clipping
+        msg = "the layout produced non-finite coordinates; please report this with your data."
+        raise FloatingPointError(msg)
+    logger.info(
+        "umap: %d cells, %d epochs, init %s, %.2f s",
+        adata.n_obs,
+        n_epochs,
+        init_name,
+        time.perf_counter() - start,
+    )
+    params: dict[str, Any] = {"a": float(a_), "b": float(b_)}
+    if seed != 0:
+        params["random_state"] = seed
+    params.update(
+        min_dist=p["min_dist"],
+        spread=p["spread"],
+        n_components=p["n_components"],
+        n_epochs=int(n_epochs),
+        alpha=p["alpha"],
+        gamma=p["gamma"],
+        negative_sample_rate=p["negative_sample_rate"],
+        init_pos=init_name,
+        method=method,
+        neighbors_key=neighbors.key,
+    )
+
+    # ---- write, all at once
+    target = adata.copy() if copy else adata
+    materialize(target)
+    target.obsm[obsm_key] = np.ascontiguousarray(embedding, dtype=np.float32)
+    target.uns[uns_key] = {"params": params, **extras}
+    return target if copy else None
