@@ -22,6 +22,7 @@ __all__ = [
     "Neighbors",
     "check_adata",
     "check_finite",
+    "check_sparse_structure",
     "choose_representation",
     "materialize",
     "neighbors_storage_keys",
@@ -81,12 +82,44 @@ def check_finite(X: np.ndarray | sparse.spmatrix, where: str, obs_names: Any = N
     raise ValueError(msg)
 
 
+def check_sparse_structure(X: sparse.spmatrix, where: str) -> None:
+    """Raise a ValueError naming ``where`` if a CSR/CSC matrix has corrupt index arrays.
+
+    scipy does not check index bounds when a CSR/CSC matrix is built from raw arrays (or read
+    from a damaged file); an out-of-range index then makes compiled code read or write out of
+    bounds and can kill the interpreter. This O(nnz) check reads the arrays and never modifies
+    them (unlike scipy's ``check_format``, which may prune or recast them in place).
+    """
+    fmt = getattr(X, "format", None)
+    if fmt not in ("csr", "csc"):
+        return
+    n_major, n_minor = X.shape if fmt == "csr" else X.shape[::-1]
+    indptr, indices = np.asarray(X.indptr), np.asarray(X.indices)
+    problem = None
+    if indptr.ndim != 1 or indptr.size != n_major + 1:
+        problem = f"indptr has shape {indptr.shape}, expected ({n_major + 1},)"
+    elif indptr.dtype.kind not in "iu" or indices.dtype.kind not in "iu":
+        problem = f"index arrays have dtypes {indptr.dtype}/{indices.dtype}, expected integers"
+    elif indptr[0] != 0 or (indptr[1:] < indptr[:-1]).any():
+        problem = "indptr must start at 0 and never decrease"
+    elif indptr[-1] > min(indices.size, np.asarray(X.data).size):
+        problem = f"indptr ends at {indptr[-1]} beyond the {indices.size} stored indices"
+    elif indptr[-1] > 0:
+        used = indices[: indptr[-1]]
+        if used.min() < 0 or used.max() >= n_minor:
+            problem = f"column indices span [{used.min()}, {used.max()}], outside [0, {n_minor})"
+    if problem is not None:
+        msg = f"{where} is a malformed sparse matrix: {problem}; rebuild it (e.g. from COO)."
+        raise ValueError(msg)
+
+
 def _as_numeric(X: Any, where: str) -> np.ndarray | sparse.csr_matrix:
     """Dense float32/float64 array or CSR matrix from any numeric array-like."""
     if sparse.issparse(X):
         if X.dtype.kind not in "biuf":
             msg = f"{where} has dtype {X.dtype}; a numeric matrix is needed."
             raise TypeError(msg)
+        check_sparse_structure(X, where)
         out = sparse.csr_matrix(X)
         return out.astype(np.float32) if out.dtype.kind in "biu" or out.dtype.itemsize < 4 else out
     if hasattr(X, "to_numpy"):  # pandas DataFrame in obsm
@@ -201,6 +234,7 @@ def _check_graph(G: Any, n_obs: int, where: str) -> sparse.csr_matrix:
     if G.shape != (n_obs, n_obs):
         msg = f"{where} has shape {G.shape}; expected ({n_obs}, {n_obs}) for adata.n_obs={n_obs}."
         raise ValueError(msg)
+    check_sparse_structure(G, where)
     G = sparse.csr_matrix(G)
     data = G.data
     if data.size and not np.isfinite(data).all():
