@@ -234,6 +234,9 @@ def _check_graph(G: Any, n_obs: int, where: str) -> sparse.csr_matrix:
     if G.shape != (n_obs, n_obs):
         msg = f"{where} has shape {G.shape}; expected ({n_obs}, {n_obs}) for adata.n_obs={n_obs}."
         raise ValueError(msg)
+    if G.dtype.kind not in "biuf":
+        msg = f"{where} has dtype {G.dtype}; graph weights must be real numbers."
+        raise TypeError(msg)
     check_sparse_structure(G, where)
     G = sparse.csr_matrix(G)
     data = G.data
@@ -242,6 +245,12 @@ def _check_graph(G: Any, n_obs: int, where: str) -> sparse.csr_matrix:
         raise ValueError(msg)
     if data.size and data.min() < 0:
         msg = f"{where} contains {int((data < 0).sum())} negative weights; weights must be >= 0."
+        raise ValueError(msg)
+    if data.size and data.max() > np.finfo(np.float32).max:
+        msg = (
+            f"{where} has weights up to {data.max():.3g}, beyond float32 range; the layout "
+            "uses float32 weights: rescale the graph (only relative weights matter)."
+        )
         raise ValueError(msg)
     return G
 
