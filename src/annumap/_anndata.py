@@ -274,6 +274,10 @@ def read_neighbors(adata: AnnData, neighbors_key: str | None = None) -> Neighbor
         raise TypeError(msg)
     conn_key = info.get("connectivities_key", "connectivities" if key == "neighbors" else None)
     dist_key = info.get("distances_key", "distances" if key == "neighbors" else None)
+    for field, value in (("connectivities_key", conn_key), ("distances_key", dist_key)):
+        if value is not None and not isinstance(value, str):
+            msg = f"adata.uns[{key!r}][{field!r}] must be a str, got {type(value).__name__}."
+            raise TypeError(msg)
     if conn_key is None or conn_key not in adata.obsp:
         msg = (
             f"adata.obsp has no connectivities for neighbors_key={key!r} (looked for "
@@ -283,4 +287,10 @@ def read_neighbors(adata: AnnData, neighbors_key: str | None = None) -> Neighbor
     conn = _check_graph(adata.obsp[conn_key], adata.n_obs, f"adata.obsp[{conn_key!r}]")
     dist = adata.obsp.get(dist_key)
     params = info.get("params", {})
+    if not isinstance(params, Mapping):
+        msg = (
+            f"adata.uns[{key!r}]['params'] is a {type(params).__name__}, not a dict; re-run "
+            "annumap.pp.neighbors to rebuild the neighbors entry."
+        )
+        raise TypeError(msg)
     return Neighbors(key=key, connectivities=conn, distances=dist, params=dict(params))
