@@ -29,6 +29,8 @@ logger = logging.getLogger("annumap")
 
 _METHODS = ("umap", "gauss")
 _TRANSFORMERS = ("exact", "sklearn", "pynndescent")
+#: Largest accepted seed: numpy's legacy range, which pynndescent and scanpy use.
+_MAX_SEED = 2**32 - 1
 
 
 def _check_seed(random_state: Any) -> int:
@@ -37,8 +39,11 @@ def _check_seed(random_state: Any) -> int:
     if isinstance(random_state, bool) or not isinstance(random_state, int | np.integer):
         msg = f"random_state must be an int or None, got {type(random_state).__name__}."
         raise TypeError(msg)
-    if random_state < 0:
-        msg = f"random_state must be >= 0, got {random_state}."
+    if not 0 <= random_state <= _MAX_SEED:
+        msg = (
+            f"random_state must be in [0, 2**32 - 1] (numpy's seed range; it is stored in "
+            f".uns and must fit an int64 there), got {random_state}."
+        )
         raise ValueError(msg)
     return int(random_state)
 

@@ -57,7 +57,14 @@ def _int(value: Any, name: str, *, low: int) -> int:
 def _seed(random_state: Any) -> int:
     if random_state is None:
         return int(np.random.SeedSequence().generate_state(1)[0])
-    return _int(random_state, "random_state", low=0)
+    seed = _int(random_state, "random_state", low=0)
+    if seed > 2**32 - 1:
+        msg = (
+            f"random_state must be in [0, 2**32 - 1] (numpy's seed range; it is stored in "
+            f".uns and must fit an int64 there), got {seed}."
+        )
+        raise ValueError(msg)
+    return seed
 
 
 def check_params(
