@@ -1,3 +1,5 @@
 """Plotting (matplotlib, optional extra ``plot``); ``scanpy.pl.umap`` works on the output too."""
 
-__all__: list[str] = []
+from ._umap import umap
+
+__all__ = ["umap"]
