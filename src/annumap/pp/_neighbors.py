@@ -48,6 +48,30 @@ def _check_seed(random_state: Any) -> int:
     return int(random_state)
 
 
+def _storable_metric_kwds(metric_kwds: dict[Any, Any]) -> dict[str, Any]:
+    """The metric options as stored in ``.uns`` (h5ad/zarr-writable), or raise naming the entry."""
+    out: dict[str, Any] = {}
+    for name, value in metric_kwds.items():
+        if not isinstance(name, str):
+            msg = f"metric_kwds keys must be str (option names), got {name!r}."
+            raise TypeError(msg)
+        if isinstance(value, list | tuple | np.ndarray):
+            arr = np.asarray(value)
+            if arr.dtype.kind not in "biuf":
+                msg = f"metric_kwds[{name!r}] must be numeric to be stored, got dtype {arr.dtype}."
+                raise TypeError(msg)
+            out[name] = arr
+        elif isinstance(value, bool | int | float | str | np.integer | np.floating | np.bool_):
+            out[name] = value.item() if isinstance(value, np.generic) else value
+        else:
+            msg = (
+                f"metric_kwds[{name!r}] is a {type(value).__name__}; only numbers, strings and "
+                "numeric arrays can be stored in .uns['neighbors']['params']."
+            )
+            raise TypeError(msg)
+    return out
+
+
 @inject(adata=doc_adata, copy=doc_copy, n_jobs=doc_n_jobs)
 def neighbors(
     adata: AnnData,
@@ -158,6 +182,7 @@ def neighbors(
         msg = f"metric_kwds must be a mapping or None, got {type(metric_kwds).__name__}."
         raise TypeError(msg)
     metric_kwds = dict(metric_kwds or {})
+    stored_kwds = _storable_metric_kwds(metric_kwds)
 
     instance = None
     if transformer is not None and not isinstance(transformer, str):
@@ -261,7 +286,7 @@ def neighbors(
         "knn_backend": backend,
     }
     if metric_kwds:
-        params["metric_kwds"] = metric_kwds
+        params["metric_kwds"] = stored_kwds
     if use_rep is not None:
         params["use_rep"] = use_rep
     if n_pcs is not None:
