@@ -244,15 +244,23 @@ def neighbors(
         backend = ALIASES.get(transformer) or choose_backend(
             X.shape[0], X.shape[1], metric, is_sparse=sparse.issparse(X)
         )
-        indices, dists = run_knn(
-            X,
-            n_neighbors,
-            backend=backend,
-            metric=metric,
-            metric_kwds=metric_kwds,
-            random_state=seed,
-            n_jobs=n_jobs,
-        )
+        try:
+            indices, dists = run_knn(
+                X,
+                n_neighbors,
+                backend=backend,
+                metric=metric,
+                metric_kwds=metric_kwds,
+                random_state=seed,
+                n_jobs=n_jobs,
+            )
+        except (TypeError, ValueError) as err:
+            # e.g. a metric_kwds entry the metric does not take, or a metric that needs one
+            msg = (
+                f"the {backend} kNN search with metric={metric!r}, metric_kwds={metric_kwds!r} "
+                f"failed on {where}: {type(err).__name__}: {err}"
+            )
+            raise (TypeError if isinstance(err, TypeError) else ValueError)(msg) from err
     if not np.isfinite(dists).all():
         msg = (
             f"the {metric!r} distances of {where} contain NaN/inf (e.g. cosine or correlation of "
