@@ -194,7 +194,14 @@ def neighbors(
             )
             raise TypeError(msg)
         instance = transformer
-        n_neighbors = int(transformer.get_params()["n_neighbors"])
+        n_neighbors = transformer.get_params().get("n_neighbors")
+        if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int | np.integer):
+            msg = (
+                f"transformer {type(transformer).__name__} must report an int n_neighbors in "
+                f"get_params() (the number of neighbours it returns), got {n_neighbors!r}."
+            )
+            raise TypeError(msg)
+        n_neighbors = int(n_neighbors)
     else:
         if transformer is not None and transformer not in _TRANSFORMERS:
             msg = (
