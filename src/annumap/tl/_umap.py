@@ -188,12 +188,28 @@ def _paga(adata: AnnData, n_components: int, rng: np.random.Generator) -> np.nda
             "scanpy.pl.paga (which computes the positions) first."
         )
         raise KeyError(msg)
-    pos = np.asarray(paga["pos"], dtype=np.float64)
+    pos = np.asarray(paga["pos"])
+    if pos.dtype.kind not in "biuf":
+        msg = f"adata.uns['paga']['pos'] must be a numeric array, got dtype {pos.dtype}."
+        raise TypeError(msg)
+    pos = pos.astype(np.float64)
+    if not np.isfinite(pos).all():
+        msg = (
+            f"adata.uns['paga']['pos'] contains {int((~np.isfinite(pos)).sum())} NaN/inf "
+            "values; re-run scanpy.pl.paga to recompute the positions."
+        )
+        raise ValueError(msg)
     groups_key = paga.get("groups")
-    if groups_key not in adata.obs:
+    if not isinstance(groups_key, str) or groups_key not in adata.obs:
         msg = f"adata.uns['paga']['groups'] = {groups_key!r} is not a column of adata.obs."
         raise KeyError(msg)
     codes = np.asarray(adata.obs[groups_key].astype("category").cat.codes)
+    if (codes < 0).any():
+        msg = (
+            f"adata.obs[{groups_key!r}] has {int((codes < 0).sum())} missing values; "
+            "init_pos='paga' needs a group for every cell."
+        )
+        raise ValueError(msg)
     if pos.ndim != 2 or pos.shape[0] <= codes.max():
         msg = f"adata.uns['paga']['pos'] has shape {pos.shape}; one row per group is needed."
         raise ValueError(msg)
@@ -208,6 +224,12 @@ def _paga(adata: AnnData, n_components: int, rng: np.random.Generator) -> np.nda
         from scipy import sparse
 
         coarse = sparse.csr_matrix((pos.shape[0], pos.shape[0]))
+    if getattr(coarse, "shape", None) != (pos.shape[0], pos.shape[0]):
+        msg = (
+            f"adata.uns['paga']['connectivities'] has shape {getattr(coarse, 'shape', None)}; "
+            f"expected ({pos.shape[0]}, {pos.shape[0]}), one row per group of 'pos'."
+        )
+        raise ValueError(msg)
     return paga_init(codes, pos, coarse, rng)
 
 
