@@ -62,6 +62,10 @@ def jitter_duplicates(Y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def rescale(Y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Map each dimension to ``[0, 10]``; a constant dimension is replaced by uniform noise."""
     Y = np.asarray(Y, dtype=np.float64)
+    # divide each dimension by a power of two above its largest magnitude (exact in floating
+    # point) so that ``hi - lo`` cannot overflow for inputs near the float64 limit
+    _, exponent = np.frexp(np.abs(Y).max(axis=0))
+    Y = np.ldexp(Y, -exponent)
     lo, hi = Y.min(axis=0), Y.max(axis=0)
     span = hi - lo
     out = np.empty_like(Y)
