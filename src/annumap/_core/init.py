@@ -165,6 +165,10 @@ def spectral_init(
     positions, with a warning; never returns NaN. Output is scaled to max 10 plus N(0, 1e-4).
     """
     G = sparse.csr_matrix(graph, dtype=np.float64)
+    # a new matrix without self-loops and stored zeros: neither is an edge of the layout, and
+    # a stored zero would make its vertex look connected yet give it degree 0 (1 / sqrt(0))
+    G = (G - sparse.diags(G.diagonal())).tocsr()
+    G.eliminate_zeros()
     n = G.shape[0]
     G = (G + G.T) * 0.5 if (G != G.T).nnz else G
     n_comp, labels = connected_components(G, directed=False)
