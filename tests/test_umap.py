@@ -194,25 +194,31 @@ def test_callback_sees_every_epoch_and_can_stop(graph_adata):
 
 
 def test_layout_matches_umap_learn_objective(pbmc):
-    """Same graph, same init, same epochs: fuzzy cross-entropy within 2% of umap-learn's SGD."""
+    """Same graph, inits and epochs: objective and kNN preservation match umap-learn's SGD.
+
+    Averaged over three seeds (single 700-cell runs vary by about +-0.005 in kNN preservation).
+    """
     umap_ = pytest.importorskip("umap.umap_")
-    annumap.pp.neighbors(pbmc)
-    G = pbmc.obsp["connectivities"]
-    a, b = find_ab(1.0, 0.5)
-    rng = np.random.default_rng(0)
-    init = rng.uniform(0, 10, size=(G.shape[0], 2)).astype(np.float32)
-    ours = optimize_layout(G, init, a=a, b=b, n_epochs=200, seed=0)
-    ref, _ = umap_.simplicial_set_embedding(
-        None, G.tocoo(), 2, 1.0, a, b, 1.0, 5, 200, init.copy(),
-        np.random.RandomState(0), "euclidean", {}, False, {}, False,
-    )  # fmt: skip
     from annumap._core.metrics import fuzzy_cross_entropy
 
-    ce_ours = fuzzy_cross_entropy(G, ours, a, b)
-    ce_ref = fuzzy_cross_entropy(G, ref, a, b)
-    assert ce_ours <= ce_ref * 1.02
+    annumap.pp.neighbors(pbmc)
+    G = pbmc.obsp["connectivities"]
     X = pbmc.obsm["X_pca"]
-    assert knn_preservation(X, ours) >= knn_preservation(X, ref) - 0.01
+    a, b = find_ab(1.0, 0.5)
+    ours, ref = [], []
+    for seed in range(3):
+        init = np.random.default_rng(seed).uniform(0, 10, size=(G.shape[0], 2))
+        init = init.astype(np.float32)
+        Y = optimize_layout(G, init, a=a, b=b, n_epochs=200, seed=seed)
+        R, _ = umap_.simplicial_set_embedding(
+            None, G.tocoo(), 2, 1.0, a, b, 1.0, 5, 200, init.copy(),
+            np.random.RandomState(seed), "euclidean", {}, False, {}, False,
+        )  # fmt: skip
+        ours.append((fuzzy_cross_entropy(G, Y, a, b), knn_preservation(X, Y)))
+        ref.append((fuzzy_cross_entropy(G, R, a, b), knn_preservation(X, R)))
+    (ce_ours, knn_ours), (ce_ref, knn_ref) = np.mean(ours, axis=0), np.mean(ref, axis=0)
+    assert ce_ours <= ce_ref * 1.02
+    assert knn_ours >= knn_ref - 0.01
 
 
 def test_quality_vs_scanpy_on_pbmc(pbmc):

@@ -96,7 +96,7 @@ def optimize_layout(
     progress
         Show a tqdm bar (None: only in interactive sessions for long runs).
     """
-    from ._kernels import sgd_epoch
+    from ._kernels import sgd_epoch, sgd_epoch_2d
 
     G = prepare_graph(graph, n_epochs)
     n = G.shape[0]
@@ -117,6 +117,8 @@ def optimize_layout(
     next_sample = eps.copy()
     next_negative = eps_neg.copy()
     a, b, gamma = float(a), float(b), float(gamma)
+    dim = prev.shape[1]
+    work = np.empty((n, 3 * dim), dtype=np.float32) if dim != 2 else None
 
     bar = None
     if _show_progress(progress, float(G.nnz) * n_epochs):
@@ -127,10 +129,12 @@ def optimize_layout(
         with threads(n_jobs):
             for epoch in range(n_epochs):
                 lr = float(alpha) * (1.0 - epoch / n_epochs)
-                sgd_epoch(
-                    indptr, indices, eps, eps_neg, next_sample, next_negative, prev, out,
-                    a, b, gamma, lr, float(epoch), epoch_key(seed, epoch), 2.0,
-                )  # fmt: skip
+                key = epoch_key(seed, epoch)
+                state = (indptr, indices, eps, eps_neg, next_sample, next_negative, prev, out)
+                if work is None:
+                    sgd_epoch_2d(*state, a, b, gamma, lr, float(epoch), key)
+                else:
+                    sgd_epoch(*state, work, a, b, gamma, lr, float(epoch), key)
                 prev, out = out, prev
                 if bar is not None:
                     bar.update(1)
