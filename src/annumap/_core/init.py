@@ -29,7 +29,7 @@ logger = logging.getLogger("annumap")
 DataProvider = Callable[[], "np.ndarray | sparse.spmatrix | None"]
 
 #: Below this many vertices the spectral problem is solved densely (exact and fast).
-_DENSE_MAX = 1500
+_DENSE_MAX = 200
 #: ARPACK restarts before the spectral init gives up and falls back.
 _MAXITER = 5000
 #: Seconds the eigensolver may run (checked at every matrix-vector product) before the
@@ -108,7 +108,9 @@ def _spectral_connected(G: sparse.csr_matrix, dim: int, rng: np.random.Generator
     A = sparse.diags(inv_sqrt) @ G.astype(np.float64) @ sparse.diags(inv_sqrt)
     k = dim + 1
     if n <= _DENSE_MAX:
-        vals, vecs = np.linalg.eigh(A.toarray())
+        from scipy.linalg import eigh
+
+        vals, vecs = eigh(A.toarray(), subset_by_index=[n - k, n - 1])
     else:
         import time
 

@@ -21,6 +21,10 @@ __all__ = ["default_n_epochs", "optimize_layout", "prepare_graph"]
 logger = logging.getLogger("annumap")
 
 
+#: Below this many stored edges the layout runs on one thread (same result, less overhead).
+SERIAL_MAX_EDGES = 50_000
+
+
 def default_n_epochs(n_obs: int) -> int:
     """umap-learn's default: 500 epochs up to 10,000 vertices, 200 above."""
     return 500 if n_obs <= 10_000 else 200
@@ -120,6 +124,8 @@ def optimize_layout(
     dim = prev.shape[1]
     work = np.empty((n, 3 * dim), dtype=np.float32) if dim != 2 else None
 
+    if G.nnz < SERIAL_MAX_EDGES:
+        n_jobs = 1  # a parallel region per epoch costs more than it saves on small graphs
     bar = None
     if _show_progress(progress, float(G.nnz) * n_epochs):
         from tqdm.auto import tqdm

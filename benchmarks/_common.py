@@ -1,0 +1,164 @@
+"""Shared pieces of the benchmarks: datasets (cached), fresh-process runs, memory and quality.
+
+Datasets (all offline): scanpy's bundled ``pbmc68k_reduced`` (700 cells, its ``X_pca``), CBMC
+(8,617 cells from ``data/``, normalise-total + log1p + PCA 50), MNIST 70k (from
+``../shared/data``, PCA 50) and a random 50k subsample of it. The prepared representation and the
+graph are cached in ``.bench_cache/`` so that both sides run on the same graph.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".bench_cache"
+SHARED = ROOT.parent / "shared" / "data"
+DATASETS = ("pbmc68k", "cbmc", "mnist50k", "mnist70k")
+
+
+def representation(name: str) -> np.ndarray:
+    """The (n_obs, n_pcs) float32 representation of a benchmark dataset (cached)."""
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / f"{name}_rep.npy"
+    if path.exists():
+        return np.load(path)
+    if name == "pbmc68k":
+        import scanpy as sc
+
+        X = sc.datasets.pbmc68k_reduced().obsm["X_pca"]
+    elif name == "cbmc":
+        import anndata as ad
+        import scanpy as sc
+
+        a = ad.read_h5ad(ROOT / "data" / "cbmc_citeseq_8617x500.h5ad")
+        sc.pp.normalize_total(a)
+        sc.pp.log1p(a)
+        sc.pp.pca(a, n_comps=50, random_state=0)
+        X = a.obsm["X_pca"]
+    elif name.startswith("mnist"):
+        from sklearn.decomposition import PCA
+
+        m = np.load(_mnist_path())
+        X = PCA(50, random_state=0).fit_transform(m["X"].astype(np.float32) / 255)
+        if name == "mnist50k":
+            X = X[np.sort(np.random.default_rng(0).choice(X.shape[0], 50_000, replace=False))]
+    else:
+        raise ValueError(name)
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    np.save(path, X)
+    return X
+
+
+def _mnist_path() -> Path:
+    for p in (SHARED / "mnist_70k.npz", ROOT / "data" / "mnist_70k.npz"):
+        if p.exists():
+            return p
+    msg = "mnist_70k.npz not found in ../shared/data or data/"
+    raise FileNotFoundError(msg)
+
+
+def graph_path(name: str) -> Path:
+    """An .h5ad with ``obsm['X_pca']`` and annumap's neighbours graph (exact kNN, k=15), cached."""
+    path = CACHE / f"{name}_graph.h5ad"
+    if not path.exists():
+        import anndata as ad
+
+        import annumap
+
+        X = representation(name)
+        a = ad.AnnData(np.zeros((X.shape[0], 1), dtype=np.float32))
+        a.obsm["X_pca"] = X
+        annumap.pp.neighbors(a, n_neighbors=15, use_rep="X_pca", transformer="exact")
+        a.write_h5ad(path)
+    return path
+
+
+PEAK_HELPERS = textwrap.dedent(
+    """
+    import json, os, sys, time, warnings
+    warnings.filterwarnings("ignore")
+
+    def _status(field):
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def reset_peak():
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+        return _status("VmRSS:")
+
+    def peak():
+        return _status("VmHWM:")
+    """
+)
+
+
+def run_fresh(code: str, env: dict[str, str] | None = None, timeout: float = 3600) -> dict:
+    """Run ``code`` in a new Python process; it must print one JSON object as its last line."""
+    full = PEAK_HELPERS + textwrap.dedent(code)
+    proc = subprocess.run(
+        [sys.executable, "-c", full],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        cwd=ROOT,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark subprocess failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def quality(X: np.ndarray, Y: np.ndarray, graph, a: float, b: float, *, n_sub: int = 5000) -> dict:
+    """kNN preservation (k=15, all points), trustworthiness (k=15, on a fixed subsample of
+    ``n_sub`` points) and the fuzzy cross-entropy of ``Y`` against ``graph``."""
+    from sklearn.manifold import trustworthiness
+
+    from annumap._core.metrics import fuzzy_cross_entropy, knn_preservation
+
+    sub = np.arange(X.shape[0])
+    if X.shape[0] > n_sub:
+        sub = np.sort(np.random.default_rng(0).choice(X.shape[0], n_sub, replace=False))
+    return {
+        "knn_pres": knn_preservation(X, Y, 15),
+        "trust": float(trustworthiness(X[sub], Y[sub], n_neighbors=15)),
+        "fuzzy_ce": fuzzy_cross_entropy(graph, Y, a, b),
+    }
+
+
+def machine() -> str:
+    """One line naming the machine the figures come from."""
+    import platform
+
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def save(name: str, payload: dict) -> Path:
+    """Write results to ``benchmarks/results/<name>.json``."""
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=1))
+    return path
