@@ -137,7 +137,8 @@ def table(results: dict) -> str:
             f"| {m['scanpy'] / m['annumap_1t']:.1f}x "
             f"| {c['annumap']['first'] - c['annumap']['second']:+.2f} "
             f"| {c['annumap']['peak_inc'] / 2**20:.0f} / {c['scanpy']['peak_inc'] / 2**20:.0f} "
-            f"| {qa['knn_pres']:.3f} / {qs['knn_pres']:.3f} | {qa['trust']:.4f} / {qs['trust']:.4f} "
+            f"| {qa['knn_pres']:.3f} / {qs['knn_pres']:.3f} "
+            f"| {qa['trust']:.4f} / {qs['trust']:.4f} "
             f"| {qa['fuzzy_ce'] / qs['fuzzy_ce']:.3f} |"
         )
     return "\n".join(lines)
