@@ -105,6 +105,15 @@ def test_continuous_obs_and_variable(embedded):
     assert ax.collections[-1].get_clim() == (0, 1)
 
 
+def test_colour_limits_per_panel_and_percentiles(embedded):
+    axes = annumap.pl.umap(embedded, color=["score", "score"], vmin=[None, 0.2], vmax=["p50", 2])
+    assert axes[0].collections[-1].get_clim() == pytest.approx((0.0, 0.5))
+    assert axes[1].collections[-1].get_clim() == (0.2, 2.0)
+    for bad in (["p50"], "q9", "p101", True):
+        with pytest.raises(ValueError, match="vmax"):
+            annumap.pl.umap(embedded, color=["score", "score"], vmax=bad)
+
+
 def test_variable_from_sparse_layer(embedded):
     from scipy import sparse
 

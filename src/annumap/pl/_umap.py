@@ -142,6 +142,33 @@ def _palette(adata: AnnData, name: str, categories: Sequence[Any], palette: Any)
     return [mpl.colors.to_rgba(c) for c in colours[:n]]
 
 
+def _per_panel(spec: Any, n: int, name: str) -> list[float | str | None]:
+    """``vmin``/``vmax`` as one validated entry per panel."""
+    many = not isinstance(spec, str) and isinstance(spec, Sequence)
+    specs = list(spec) if many else [spec] * n
+    if len(specs) != n:
+        msg = f"{name} has {len(specs)} entries for {n} colors."
+        raise ValueError(msg)
+    for item in specs:
+        ok = item is None or (isinstance(item, int | float) and not isinstance(item, bool))
+        if isinstance(item, str):
+            try:
+                ok = item.startswith("p") and 0.0 <= float(item[1:]) <= 100.0
+            except ValueError:
+                ok = False
+        if not ok:
+            msg = f"{name} entries must be numbers, percentiles like 'p99', or None; got {item!r}."
+            raise ValueError(msg)
+    return specs
+
+
+def _limit(spec: float | str | None, x: np.ndarray) -> float | None:
+    if isinstance(spec, str):
+        finite = x[np.isfinite(x)]
+        return float(np.percentile(finite, float(spec[1:]))) if finite.size else None
+    return None if spec is None else float(spec)
+
+
 def _check_args(
     colors: list[str | None], ax: Any, legend_loc: Any, size: Any, ncols: Any, save: Any
 ) -> None:
@@ -175,8 +202,8 @@ def umap(
     size: float | None = None,
     palette: str | Sequence[Any] | Mapping[Any, Any] | None = None,
     cmap: str = "viridis",
-    vmin: float | None = None,
-    vmax: float | None = None,
+    vmin: float | str | Sequence[float | str | None] | None = None,
+    vmax: float | str | Sequence[float | str | None] | None = None,
     na_color: str = "lightgray",
     legend_loc: str | None = "right margin",
     title: str | Sequence[str] | None = None,
@@ -217,7 +244,9 @@ def umap(
     cmap
         Colormap for continuous values.
     vmin, vmax
-        Limits of the colour scale for continuous values (default: the data range).
+        Limits of the colour scale for continuous values: a number, a percentile of the
+        values such as ``'p99'``, ``None`` for the data range, or a list of these (one per
+        panel) when ``color`` is a list.
     na_color
         Colour of missing values (drawn underneath the others, listed as ``NA`` in a legend).
     legend_loc
@@ -272,6 +301,8 @@ def umap(
         if len(titles) != len(colors):
             msg = f"title has {len(titles)} entries for {len(colors)} colors."
             raise ValueError(msg)
+    lows = _per_panel(vmin, len(colors), "vmin")
+    highs = _per_panel(vmax, len(colors), "vmax")
     Y = _embedding(adata, key, components)
     values = [None if c is None else _values(adata, c, layer) for c in colors]
     plt = _require_matplotlib()
@@ -296,13 +327,14 @@ def umap(
         fig, axes = _root_figure(ax), [ax]
     order = np.random.default_rng(0).permutation(n)  # no category systematically on top
     name = _axis_name(key)
-    for panel, v, pal, t in zip(axes, values, palettes, titles, strict=True):
+    for panel, v, pal, t, lo, hi in zip(axes, values, palettes, titles, lows, highs, strict=True):
         if v is None:
             panel.scatter(Y[:, 0], Y[:, 1], s=s, c="tab:blue", linewidths=0, rasterized=n > 5000)
         elif v[0] == "categorical":
             _categorical(panel, Y, v[1], pal, order, s, na_color, legend_loc)
         else:
-            _continuous(panel, Y, v[1], s, cmap, vmin, vmax, na_color)
+            limits = _limit(lo, v[1]), _limit(hi, v[1])
+            _continuous(panel, Y, v[1], s, cmap, *limits, na_color)
         panel.set_xticks([])
         panel.set_yticks([])
         panel.set_xlabel(f"{name}{components[0] + 1}")
