@@ -39,10 +39,21 @@ format: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format src tests benchmarks
 
+$(VENV)/.stamp-doc: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e ".[doc]"
+	touch $@
+
+## docs: the Sphinx (MyST) site from docs/, the API from docstrings and the tutorials; warnings are errors
+docs: $(VENV)/.stamp-doc
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs: open docs/_build/html/index.html"
+
 ## bench: the side-by-side benchmarks against scanpy (long; see benchmarks/README.md)
 bench: $(VENV)/.stamp-test
 	$(PY) benchmarks/neighbors.py
 	$(PY) benchmarks/umap.py
 
 clean:
-	rm -rf out docs/_build .pytest_cache .ruff_cache
+	rm -rf out docs/_build docs/_generated docs/tutorials/[0-9]*.md .pytest_cache .ruff_cache
