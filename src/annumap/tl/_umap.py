@@ -379,8 +379,13 @@ def umap(
         progress=progress,
         data=lambda: _representation(adata, neighbors, seed),
     )
-    if not np.isfinite(embedding).all():  # pragma: no cover - guarded by the kernel's clipping
-        msg = "the layout produced non-finite coordinates; please report this with your data."
+    if not np.isfinite(embedding).all():
+        # e.g. a or b so extreme that a * d**(2b) overflows in the float32 kernel
+        msg = (
+            f"the layout produced non-finite coordinates (a={a_:.4g}, b={b_:.4g}); extreme "
+            "values of a and b (or of the min_dist and spread they are fitted from) overflow "
+            "the float32 layout: choose more usual values. Nothing was written."
+        )
         raise FloatingPointError(msg)
     logger.info(
         "umap: %d cells, %d epochs, init %s, %.2f s",
