@@ -25,9 +25,41 @@ def _numba_layout(graph, init, *, data=None, **kwargs) -> tuple[np.ndarray, dict
     return optimize_layout(graph, init, **kwargs), {}
 
 
+def _cupy_layout(
+    graph, init, *, data=None, n_jobs=None, callback=None, **kwargs
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The experimental GPU layout (:mod:`annumap._core.gpu` on CuPy); imports CuPy lazily."""
+    from .._core import gpu
+
+    del data, n_jobs  # the device decides its own parallelism
+    xp = gpu.cupy_namespace()  # ImportError / RuntimeError before any work
+    on_host = None
+    if callback is not None:
+
+        def on_host(epoch, n_epochs, Y):
+            return callback(epoch, n_epochs, gpu.to_numpy(xp, Y))
+
+    return gpu.optimize_layout_xp(graph, init, callback=on_host, xp=xp, **kwargs), {}
+
+
+def _rapids_layout(graph, init, **kwargs) -> tuple[np.ndarray, dict[str, Any]]:
+    """The ``method='rapids'`` of ehrapy: an alias of ``'cupy'`` kept for compatibility."""
+    import warnings
+
+    warnings.warn(
+        "method='rapids' is an alias of method='cupy' (annumap's own GPU layout, not "
+        "rapids-singlecell/cuML) and will be removed; pass method='cupy'.",
+        FutureWarning,
+        stacklevel=4,  # _rapids_layout <- run_layout <- tl.umap <- the caller
+    )
+    return _cupy_layout(graph, init, **kwargs)
+
+
 #: method name -> backend
 LAYOUTS: dict[str, Callable[..., tuple[np.ndarray, dict[str, Any]]]] = {
     "umap": _numba_layout,
+    "cupy": _cupy_layout,
+    "rapids": _rapids_layout,
 }
 
 

@@ -29,6 +29,9 @@ __all__ = ["umap"]
 logger = logging.getLogger("annumap")
 
 _INIT_NAMES = ("spectral", "paga", "pca", "random")
+#: Negative samples per positive one: the counter-based generator numbers the draws of an edge
+#: in an epoch with 16 bits; beyond that draws repeat (and huge rates never finish).
+_MAX_NEGATIVE_RATE = 2**16 - 1
 
 
 def _real(value: Any, name: str, *, low: float, low_inclusive: bool = True) -> float:
@@ -91,6 +94,12 @@ def check_params(
     }
     if out["min_dist"] > out["spread"]:
         msg = f"min_dist ({min_dist}) must not exceed spread ({spread})."
+        raise ValueError(msg)
+    if out["negative_sample_rate"] > _MAX_NEGATIVE_RATE:
+        msg = (
+            f"negative_sample_rate must be <= {_MAX_NEGATIVE_RATE} (the negative-sample "
+            f"generator draws at most 2**16 samples per edge and epoch), got {negative_sample_rate}."
+        )
         raise ValueError(msg)
     if (a is None) != (b is None):
         msg = "give both a and b, or neither (then they are fitted from min_dist and spread)."
@@ -290,7 +299,12 @@ def umap(
         ``spread`` unless both are given.
     {copy}
     method
-        ``'umap'``: the numba layout on the CPU.
+        ``'umap'``: the numba layout on the CPU. ``'cupy'``: the experimental GPU layout
+        (needs ``pip install "annumap[gpu]"`` and a CUDA device, else an ImportError or a
+        RuntimeError before anything is written; verified on NumPy, not yet run on a GPU):
+        the same schedule, negative samples and objective, with each epoch's steps computed
+        together rather than edge by edge, so its embedding differs from ``'umap'``'s.
+        ``'rapids'``: ehrapy's name, an alias of ``'cupy'`` (FutureWarning).
     neighbors_key
         Read the graph from ``.uns[neighbors_key]`` (default ``'neighbors'``).
     key_added
