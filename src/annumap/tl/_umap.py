@@ -98,7 +98,8 @@ def check_params(
     if out["negative_sample_rate"] > _MAX_NEGATIVE_RATE:
         msg = (
             f"negative_sample_rate must be <= {_MAX_NEGATIVE_RATE} (the negative-sample "
-            f"generator draws at most 2**16 samples per edge and epoch), got {negative_sample_rate}."
+            "generator draws at most 2**16 samples per edge and epoch), got "
+            f"{negative_sample_rate}."
         )
         raise ValueError(msg)
     if (a is None) != (b is None):
