@@ -83,7 +83,8 @@ def main() -> None:
     args = parser.parse_args()
     results = {}
     lines = [
-        "| dataset | side | import (s) | neighbors (s) | umap (s) | total (s) | ratio scanpy/side |",
+        "| dataset | side | import (s) | neighbors (s) | umap (s) | total (s) "
+        "| ratio scanpy/side |",
         "|" + "---|" * 7,
     ]
     for name in args.datasets:
