@@ -16,7 +16,7 @@ from scipy import sparse
 
 from .._numba import njit, threads
 
-__all__ = ["BLAS_METRICS", "exact_knn"]
+__all__ = ["BLAS_METRICS", "exact_knn", "exact_query_knn"]
 
 BLAS_METRICS = frozenset({"euclidean", "l2", "sqeuclidean", "cosine", "correlation"})
 #: Bytes of one chunk's distance block (rows x n_obs x 4); bounds the memory of the search.
@@ -204,3 +204,90 @@ def _candidates(block, sel, n_cand: int, col_sq, scale: float) -> np.ndarray:
     cand = np.empty((sel.size, n_cand), dtype=np.int64)
     _top_candidates(np.ascontiguousarray(block), col_sq, scale, sel, n_cand, cand)
     return cand
+
+
+def exact_query_knn(
+    X_ref: np.ndarray | sparse.spmatrix,
+    X_query: np.ndarray | sparse.spmatrix,
+    n_neighbors: int,
+    *,
+    metric: str = "euclidean",
+    metric_kwds: dict[str, Any] | None = None,
+    n_jobs: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k-nearest neighbours of the rows of ``X_query`` among the rows of ``X_ref``.
+
+    The same search as :func:`exact_knn` (float32 BLAS ranking, float64 re-measure of the
+    ``k + margin`` best candidates) between two matrices: no row is its own neighbour, a query
+    equal to a reference row gets it at distance 0. Ties keep the lower reference index.
+
+    Parameters
+    ----------
+    X_ref
+        (n_ref, n_features) reference data, dense or sparse.
+    X_query
+        (n_query, n_features) query data, dense or sparse.
+    n_neighbors
+        Reference neighbours per query row (at most ``n_ref``).
+    metric, metric_kwds
+        A BLAS metric (``BLAS_METRICS``) or a metric of :func:`sklearn.metrics.pairwise_distances`.
+    n_jobs
+        Threads for BLAS and the candidate selection (None = all).
+
+    Returns
+    -------
+    indices, distances
+        (n_query, n_neighbors) int64 reference indices and float32 distances, ascending per row.
+    """
+    from threadpoolctl import threadpool_limits
+
+    n_ref, n_query = X_ref.shape[0], X_query.shape[0]
+    k = int(n_neighbors)
+    if not 1 <= k <= n_ref:
+        msg = f"n_neighbors must be in [1, n_ref={n_ref}], got {n_neighbors}."
+        raise ValueError(msg)
+    if X_query.shape[1] != X_ref.shape[1]:
+        msg = f"X_query has {X_query.shape[1]} features, X_ref {X_ref.shape[1]}."
+        raise ValueError(msg)
+    out_idx = np.empty((n_query, k), dtype=np.int64)
+    out_dist = np.empty((n_query, k), dtype=np.float32)
+    chunk = max(1, min(max(n_query, 1), CHUNK_BYTES // (4 * n_ref)))
+    no_self = np.full(chunk, -1, dtype=np.int64)
+    with threads(n_jobs) as n_threads, threadpool_limits(n_threads):
+        if metric in BLAS_METRICS:
+            either_sparse = sparse.issparse(X_ref) or sparse.issparse(X_query)
+            stacked = (
+                sparse.vstack([sparse.csr_matrix(X_ref), sparse.csr_matrix(X_query)]).tocsr()
+                if either_sparse
+                else np.vstack([np.asarray(X_ref), np.asarray(X_query)])
+            )
+            # prepared together: the same centring/normalisation for both sides
+            X32, X64, sq = _prepare(stacked, metric)
+            R32T = X32[:n_ref].T
+            col = np.zeros(n_ref, dtype=np.float32)
+            scale = -1.0
+            if metric not in ("cosine", "correlation"):
+                col, scale = sq[:n_ref].astype(np.float32), -2.0
+            n_cand = min(n_ref, k + _MARGIN)
+            for start in range(0, n_query, chunk):
+                sel = np.arange(start, min(n_query, start + chunk), dtype=np.int64)
+                rows = n_ref + sel
+                block = X32[rows] @ R32T
+                block = np.asarray(block.toarray() if sparse.issparse(block) else block)
+                cand = _candidates(block, no_self[: sel.size], n_cand + 1, col, scale)[:, 1:]
+                dist = _measure(X64, sq, rows, cand, metric)
+                out_idx[sel], out_dist[sel] = _order(cand, dist, rows, k)
+        else:
+            from sklearn.metrics import pairwise_distances
+
+            R = X_ref if sparse.issparse(X_ref) else np.asarray(X_ref, dtype=np.float64)
+            Q = X_query if sparse.issparse(X_query) else np.asarray(X_query, dtype=np.float64)
+            zeros = np.zeros(n_ref, dtype=np.float64)
+            for start in range(0, n_query, chunk):
+                sel = np.arange(start, min(n_query, start + chunk), dtype=np.int64)
+                D = pairwise_distances(Q[sel], R, metric=metric, **(metric_kwds or {}))
+                D = np.asarray(D, dtype=np.float64)
+                cand = _candidates(D, no_self[: sel.size], k + 1, zeros, 1.0)[:, 1:]
+                dist = np.take_along_axis(D, cand, 1)
+                out_idx[sel], out_dist[sel] = _order(cand, dist, np.full(sel.size, -1), k)
+    return out_idx, out_dist
