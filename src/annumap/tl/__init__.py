@@ -1,5 +1,6 @@
 """Tools: the UMAP layout."""
 
+from ._transform import umap_transform
 from ._umap import umap
 
-__all__ = ["umap"]
+__all__ = ["umap", "umap_transform"]

@@ -1,0 +1,147 @@
+"""Numba kernels of :mod:`annumap._core.transform` (compiled once, cached on disk).
+
+- :func:`bipartite_sigmas`: the bandwidths of the query-to-reference fuzzy graph, as umap-learn's
+  ``transform`` computes them (``local_connectivity - 1 = 0``, so ``rho = 0``).
+- :func:`transform_epoch`: one SGD epoch that moves only the query points; the reference is
+  fixed. Iteration ``i`` owns query point ``i`` and the sampling state of its edges, and reads
+  only itself and the (read-only) reference, so the result does not depend on the number of
+  threads. Negative samples are reference points drawn by the counter-based generator of
+  :mod:`._rng` keyed by (seed, epoch, edge, draw).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ._numba import njit
+from ._rng import DRAW_BITS, GOLDEN, MIX1, MIX2
+
+__all__ = ["bipartite_sigmas", "draw_reference", "transform_epoch"]
+
+_N_ITER = 64
+_TOLERANCE = 1e-5
+_MIN_DIST_SCALE = 1e-3
+_S27 = np.uint64(27)
+_S30 = np.uint64(30)
+_S31 = np.uint64(31)
+_S32 = np.uint64(32)
+
+
+@njit(parallel=True)
+def bipartite_sigmas(distances, target, mean_all):  # pragma: no cover - numba
+    """Per query row, ``sigma`` with ``sum_{j>=1} exp(-d_ij / sigma) = target`` (bisection).
+
+    As umap-learn's ``smooth_knn_dist`` with ``local_connectivity=0`` (what its ``transform``
+    uses): ``rho = 0``, the sum skips column 0 (the nearest reference point), a zero distance
+    counts 1, 64 bisection steps with tolerance 1e-5, and ``sigma >= 1e-3 * mean_all``.
+    """
+    n, k = distances.shape
+    sigma = np.zeros(n, dtype=np.float32)
+    floor = _MIN_DIST_SCALE * mean_all
+    for i in prange(n):
+        lo = 0.0
+        hi = np.inf
+        mid = 1.0
+        for _ in range(_N_ITER):
+            psum = 0.0
+            for j in range(1, k):
+                d = distances[i, j]
+                psum += np.exp(-(d / mid)) if d > 0.0 else 1.0
+            if np.abs(psum - target) < _TOLERANCE:
+                break
+            if psum > target:
+                hi = mid
+                mid = (lo + hi) / 2.0
+            else:
+                lo = mid
+                mid = mid * 2.0 if hi == np.inf else (lo + hi) / 2.0
+        sigma[i] = max(mid, floor)
+    return sigma
+
+
+@njit(inline="always")
+def _draw(key, edge, draw, n):  # pragma: no cover - numba
+    z = key + ((np.uint64(edge) << DRAW_BITS) | np.uint64(draw)) * GOLDEN
+    z = (z ^ (z >> _S30)) * MIX1
+    z = (z ^ (z >> _S27)) * MIX2
+    z = z ^ (z >> _S31)
+    return np.int64(((z >> _S32) * np.uint64(n)) >> _S32)
+
+
+@njit
+def draw_reference(key, edges, draws, n):  # pragma: no cover - numba
+    """The reference indices the kernel draws for (edge, draw) pairs (for tests)."""
+    out = np.empty(edges.size, dtype=np.int64)
+    for t in range(edges.size):
+        out[t] = _draw(key, edges[t], draws[t], n)
+    return out
+
+
+@njit(inline="always")
+def _clip(v):  # pragma: no cover - numba
+    if v > 4.0:
+        return 4.0
+    if v < -4.0:
+        return -4.0
+    return v
+
+
+@njit(parallel=True, fastmath=False)
+def transform_epoch(
+    indptr,
+    indices,
+    epochs_per_sample,
+    epochs_per_negative,
+    next_sample,
+    next_negative,
+    reference,
+    Y,
+    a,
+    b,
+    gamma,
+    alpha,
+    epoch,
+    key,
+):  # pragma: no cover - numba
+    """One epoch: move each query point ``Y[i]`` (in place); ``reference`` is never written.
+
+    Edge ``e`` (row ``i`` of the query-to-reference CSR graph) is due when
+    ``next_sample[e] <= epoch``: ``Y[i]`` is pulled towards ``reference[indices[e]]``
+    (coefficient ``-2ab d^(2(b-1)) / (1 + a d^(2b))``) and pushed away from the reference points
+    drawn as negatives by then (coefficient ``2 gamma b / ((0.001 + d^2)(1 + a d^(2b)))``); each
+    component of a step is clipped to [-4, 4] and scaled by ``alpha`` (umap-learn's update
+    without ``move_other``).
+    """
+    n_query, dim = Y.shape
+    n_ref = reference.shape[0]
+    for i in prange(n_query):
+        for e in range(indptr[i], indptr[i + 1]):
+            if next_sample[e] > epoch:
+                continue
+            j = indices[e]
+            d2 = 0.0
+            for d in range(dim):
+                diff = Y[i, d] - reference[j, d]
+                d2 += diff * diff
+            if d2 > 0.0:
+                pb = d2**b
+                coef = -2.0 * a * b * (pb / d2) / (a * pb + 1.0)
+                for d in range(dim):
+                    Y[i, d] += alpha * _clip(coef * (Y[i, d] - reference[j, d]))
+            next_sample[e] += epochs_per_sample[e]
+
+            n_neg = int((epoch - next_negative[e]) / epochs_per_negative[e])
+            for t in range(n_neg):
+                k = _draw(key, e, t, n_ref)
+                d2 = 0.0
+                for d in range(dim):
+                    diff = Y[i, d] - reference[k, d]
+                    d2 += diff * diff
+                if d2 > 0.0:
+                    pb = d2**b
+                    coef = 2.0 * gamma * b / ((0.001 + d2) * (a * pb + 1.0))
+                    for d in range(dim):
+                        Y[i, d] += alpha * _clip(coef * (Y[i, d] - reference[k, d]))
+            if n_neg > 0:
+                next_negative[e] += n_neg * epochs_per_negative[e]

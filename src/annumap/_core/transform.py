@@ -1,0 +1,319 @@
+"""Embed new points into a fixed UMAP embedding (umap-learn's ``UMAP.transform``, arrays only).
+
+Steps, as umap-learn 0.5 does them:
+
+1. the ``k`` nearest reference points of each query point (:func:`query_knn`; ``k`` is the
+   reference's ``n_neighbors``);
+2. the bipartite fuzzy graph (:func:`bipartite_graph`): ``w_ij = exp(-d_ij / sigma_i)`` with
+   ``rho_i = 0`` (local connectivity 1 - 1) and ``sigma_i`` from
+   :func:`._transform_kernels.bipartite_sigmas` (a zero distance gives weight 1);
+3. initial positions (:func:`init_positions`): the weighted mean of the neighbours' embedding,
+   or exactly the position of a reference point at distance 0;
+4. a short SGD (:func:`optimize_transform`): ``n_epochs`` (default 100 up to 10,000 query
+   points, 30 above), edges below ``max(w) / n_epochs`` dropped, learning rate
+   ``alpha / 4`` decayed linearly, negatives drawn from the reference, the reference fixed.
+
+The optimisation is parallel over query points and deterministic for a seed whatever the
+number of threads (each query point moves only itself against the fixed reference).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+
+from ._numba import threads
+from ._rng import epoch_key
+
+__all__ = [
+    "bipartite_graph",
+    "default_transform_epochs",
+    "init_positions",
+    "optimize_transform",
+    "query_knn",
+    "transform",
+]
+
+logger = logging.getLogger("annumap")
+
+#: Key of the negative-sample stream of the transform (kept apart from the layout's streams).
+_STREAM = 0x7A3F
+
+
+def default_transform_epochs(n_query: int) -> int:
+    """umap-learn's default for ``transform``: 100 epochs up to 10,000 query points, 30 above."""
+    return 100 if n_query <= 10_000 else 30
+
+
+def choose_query_backend(n_ref: int, n_query: int, n_features: int, metric: str) -> str:
+    """``'exact'`` where a brute-force search is cheap (no JIT warm-up), else ``'pynndescent'``."""
+    from .knn import EXACT_MAX_WORK, EXACT_METRICS
+    from .knn._exact import BLAS_METRICS
+
+    if metric not in EXACT_METRICS:
+        return "pynndescent"
+    if metric not in BLAS_METRICS:
+        return "exact" if float(n_ref) * n_query <= 4096.0**2 else "pynndescent"
+    return "exact" if float(n_ref) * n_query * n_features <= EXACT_MAX_WORK else "pynndescent"
+
+
+def query_knn(
+    X_ref: np.ndarray | sparse.spmatrix,
+    X_query: np.ndarray | sparse.spmatrix,
+    n_neighbors: int,
+    *,
+    backend: str = "auto",
+    metric: str = "euclidean",
+    metric_kwds: dict[str, Any] | None = None,
+    random_state: int = 0,
+    n_jobs: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """The ``n_neighbors`` nearest reference rows of each query row.
+
+    ``backend`` is ``'exact'`` (:func:`.knn._exact.exact_query_knn`), ``'pynndescent'`` (an
+    NN-descent index of the reference queried with umap-learn's ``epsilon``: 0.12, or 0.24 for
+    angular metrics) or ``'auto'`` (:func:`choose_query_backend`). Returns int64 indices,
+    float32 distances (ascending per row) and the backend that ran.
+    """
+    if backend == "auto":
+        backend = choose_query_backend(X_ref.shape[0], X_query.shape[0], X_ref.shape[1], metric)
+    if backend == "exact":
+        from .knn._exact import exact_query_knn
+
+        idx, dist = exact_query_knn(
+            X_ref, X_query, n_neighbors, metric=metric, metric_kwds=metric_kwds, n_jobs=n_jobs
+        )
+        return idx, dist, backend
+    if backend != "pynndescent":
+        msg = f"unknown kNN backend {backend!r}; valid: ('auto', 'exact', 'pynndescent')."
+        raise ValueError(msg)
+    from pynndescent import NNDescent
+
+    from ._numba import resolve_n_jobs
+
+    n_ref = X_ref.shape[0]
+    if sparse.issparse(X_ref):
+        ref = sparse.csr_matrix(X_ref, dtype=np.float32)
+        query = sparse.csr_matrix(X_query, dtype=np.float32)
+    else:
+        ref = np.asarray(X_ref, dtype=np.float32)
+        dense = X_query.toarray() if sparse.issparse(X_query) else X_query
+        query = np.asarray(dense, dtype=np.float32)
+    index = NNDescent(
+        ref,
+        n_neighbors=max(n_neighbors, 15),
+        metric=metric,
+        metric_kwds=metric_kwds or {},
+        random_state=random_state,
+        n_trees=min(64, 5 + round(np.sqrt(n_ref) / 20.0)),
+        n_iters=max(5, round(np.log2(n_ref))),
+        max_candidates=60,
+        low_memory=True,
+        n_jobs=resolve_n_jobs(n_jobs),
+        verbose=False,
+        compressed=False,
+    )
+    epsilon = 0.24 if getattr(index, "_angular_trees", False) else 0.12
+    idx, dist = index.query(query, k=n_neighbors, epsilon=epsilon)
+    return np.asarray(idx, dtype=np.int64), np.asarray(dist, dtype=np.float32), backend
+
+
+def bipartite_graph(distances: np.ndarray) -> np.ndarray:
+    """Membership strengths (n_query, k) float32 of the query-to-reference fuzzy graph.
+
+    ``distances`` holds each query row's sorted distances to its ``k`` nearest reference points.
+    Equals umap-learn's ``transform`` graph (``smooth_knn_dist`` with ``local_connectivity=0``
+    and ``compute_membership_strengths(..., bipartite=True)``) on the same kNN.
+    """
+    from ._transform_kernels import bipartite_sigmas
+
+    d = np.ascontiguousarray(distances, dtype=np.float32)
+    k = d.shape[1]
+    sigma = bipartite_sigmas(d, float(np.log2(k)), float(np.mean(d)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.exp(-(d / sigma[:, None]))
+    w = np.where((d <= 0.0) | (sigma[:, None] == 0.0), np.float32(1.0), w)
+    return w.astype(np.float32)
+
+
+def init_positions(indices: np.ndarray, weights: np.ndarray, embedding: np.ndarray) -> np.ndarray:
+    """Weighted mean of each query row's reference neighbours in ``embedding`` (float32).
+
+    A neighbour of weight 1 (a reference point at distance 0) gives its position exactly (the
+    nearest such one); a row whose weights are all zero gets the unweighted mean.
+    """
+    Y = np.asarray(embedding, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    total = weights.sum(axis=1, keepdims=True)
+    w = np.where(total > 0, weights, 1.0)
+    total = np.where(total > 0, total, w.shape[1])
+    out = np.einsum("qk,qkd->qd", w / total, Y[indices])
+    exact = weights == 1.0
+    hit = np.flatnonzero(exact.any(axis=1))
+    if hit.size:
+        first = exact[hit].argmax(axis=1)
+        out[hit] = Y[indices[hit, first]]
+    return out.astype(np.float32)
+
+
+def optimize_transform(
+    indices: np.ndarray,
+    weights: np.ndarray,
+    init: np.ndarray,
+    reference: np.ndarray,
+    *,
+    a: float,
+    b: float,
+    n_epochs: int,
+    alpha: float = 0.25,
+    gamma: float = 1.0,
+    negative_sample_rate: float = 5.0,
+    seed: int = 0,
+    n_jobs: int | None = None,
+    progress: bool | None = None,
+) -> np.ndarray:
+    """Optimise the query positions against the fixed ``reference`` embedding.
+
+    Parameters
+    ----------
+    indices, weights
+        (n_query, k) reference neighbours and their membership strengths.
+    init
+        (n_query, dim) starting positions.
+    reference
+        (n_ref, dim) the reference embedding (never modified).
+    a, b
+        Parameters of the low-dimensional similarity ``1 / (1 + a d^(2b))``.
+    n_epochs
+        Epochs; edges with weight below ``max(weights) / n_epochs`` are dropped, an edge of
+        weight ``w`` is sampled every ``max / w`` epochs.
+    alpha
+        Initial learning rate (umap-learn uses a quarter of the layout's), decayed linearly.
+    gamma
+        Weight of the repulsion.
+    negative_sample_rate
+        Negative samples (reference points) per positive sample.
+    seed
+        Key of the counter-based generator of negative samples.
+    n_jobs
+        Threads (None = all); the result does not depend on it.
+    progress
+        Show a tqdm bar (None: only in interactive sessions for long runs).
+
+    Returns
+    -------
+    A new float32 (n_query, dim) array.
+    """
+    from ._transform_kernels import transform_epoch
+
+    n_query, k = indices.shape
+    Y = np.array(init, dtype=np.float32, order="C", copy=True)
+    ref = np.ascontiguousarray(reference, dtype=np.float32)
+    w = np.asarray(weights, dtype=np.float32).ravel()
+    if w.size == 0 or w.max() <= 0:
+        return Y
+    keep = w >= w.max() / float(n_epochs)
+    counts = keep.reshape(n_query, k).sum(axis=1)
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    cols = np.asarray(indices, dtype=np.int64).ravel()[keep]
+    eps = (w.max() / w[keep]).astype(np.float64)
+    if negative_sample_rate > 0:
+        eps_neg = eps / float(negative_sample_rate)
+    else:
+        eps_neg = np.full_like(eps, 1e30)
+    next_sample = eps.copy()
+    next_negative = eps_neg.copy()
+    a, b, gamma = float(a), float(b), float(gamma)
+    stream = int(seed) ^ _STREAM
+
+    bar = None
+    interactive = hasattr(sys, "ps1") or "ipykernel" in sys.modules
+    if progress or (progress is None and interactive and cols.size * n_epochs > 5e7):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_epochs, desc="umap transform", unit="epoch", file=sys.stderr)
+    try:
+        with threads(n_jobs):
+            for epoch in range(n_epochs):
+                lr = float(alpha) * (1.0 - epoch / n_epochs)
+                transform_epoch(
+                    indptr, cols, eps, eps_neg, next_sample, next_negative, ref, Y,
+                    a, b, gamma, lr, float(epoch), epoch_key(stream, epoch),
+                )  # fmt: skip
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return Y
+
+
+def transform(
+    X_ref: np.ndarray | sparse.spmatrix,
+    X_query: np.ndarray | sparse.spmatrix,
+    reference: np.ndarray,
+    *,
+    n_neighbors: int,
+    a: float,
+    b: float,
+    n_epochs: int | None = None,
+    alpha: float = 1.0,
+    gamma: float = 1.0,
+    negative_sample_rate: float = 5.0,
+    metric: str = "euclidean",
+    metric_kwds: dict[str, Any] | None = None,
+    knn_backend: str = "auto",
+    seed: int = 0,
+    n_jobs: int | None = None,
+    progress: bool | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Embed ``X_query`` into ``reference``, the embedding of ``X_ref`` (module docstring).
+
+    ``alpha`` is the layout's learning rate; the transform starts at ``alpha / 4`` as
+    umap-learn. Returns the float32 (n_query, dim) embedding and a record: the ``knn_backend``
+    that ran, ``n_epochs`` and ``n_neighbors``.
+    """
+    n_ref = X_ref.shape[0]
+    if reference.shape[0] != n_ref:
+        msg = f"reference has {reference.shape[0]} rows; X_ref has {n_ref}."
+        raise ValueError(msg)
+    k = min(int(n_neighbors), n_ref)
+    epochs = default_transform_epochs(X_query.shape[0]) if n_epochs is None else int(n_epochs)
+    indices, dists, backend = query_knn(
+        X_ref,
+        X_query,
+        k,
+        backend=knn_backend,
+        metric=metric,
+        metric_kwds=metric_kwds,
+        random_state=seed,
+        n_jobs=n_jobs,
+    )
+    if not np.isfinite(dists).all():
+        msg = (
+            f"the {metric!r} distances between query and reference contain NaN/inf (e.g. cosine "
+            "or correlation of an all-zero or constant row); choose another metric."
+        )
+        raise ValueError(msg)
+    weights = bipartite_graph(dists)
+    init = init_positions(indices, weights, reference)
+    Y = optimize_transform(
+        indices,
+        weights,
+        init,
+        reference,
+        a=a,
+        b=b,
+        n_epochs=epochs,
+        alpha=alpha / 4.0,
+        gamma=gamma,
+        negative_sample_rate=negative_sample_rate,
+        seed=seed,
+        n_jobs=n_jobs,
+        progress=progress,
+    )
+    return Y, {"knn_backend": backend, "n_epochs": epochs, "n_neighbors": k}
