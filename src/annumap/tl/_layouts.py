@@ -55,11 +55,19 @@ def _rapids_layout(graph, init, **kwargs) -> tuple[np.ndarray, dict[str, Any]]:
     return _cupy_layout(graph, init, **kwargs)
 
 
+def _parametric_layout(graph, init, **kwargs) -> tuple[np.ndarray, dict[str, Any]]:
+    """An MLP encoder trained on the graph (:mod:`annumap._core.parametric`), kept in extras."""
+    from .._core.parametric import parametric_layout
+
+    return parametric_layout(graph, init, **kwargs)
+
+
 #: method name -> backend
 LAYOUTS: dict[str, Callable[..., tuple[np.ndarray, dict[str, Any]]]] = {
     "umap": _numba_layout,
     "cupy": _cupy_layout,
     "rapids": _rapids_layout,
+    "parametric": _parametric_layout,
 }
 
 
