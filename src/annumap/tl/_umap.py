@@ -306,6 +306,13 @@ def umap(
         the same schedule, negative samples and objective, with each epoch's steps computed
         together rather than edge by edge, so its embedding differs from ``'umap'``'s.
         ``'rapids'``: ehrapy's name, an alias of ``'cupy'`` (FutureWarning).
+        ``'parametric'``: trains an MLP encoder (3 hidden layers of 100, ReLU; NumPy, Adam)
+        on the representation the neighbours used, with the UMAP loss on batches of graph
+        edges and uniform negatives (``0.4 * n_epochs`` epochs of about ``n_obs`` edges;
+        ``alpha`` scales Adam's step 3e-3; ``init_pos`` is not used). ``.obsm`` gets the
+        encoder's output; ``.uns[key]['encoder']`` holds the weights as float32 arrays, the
+        layer sizes, ``loss_history`` and the settings, so ``write_h5ad`` carries the model and
+        :func:`annumap.tl.umap_transform` embeds new cells with one forward pass.
     neighbors_key
         Read the graph from ``.uns[neighbors_key]`` (default ``'neighbors'``).
     key_added
