@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LAYOUTS", "run_layout"]
+__all__ = ["LAYOUTS", "preflight", "run_layout"]
 
 
 def _numba_layout(graph, init, *, data=None, **kwargs) -> tuple[np.ndarray, dict[str, Any]]:
@@ -43,15 +43,7 @@ def _cupy_layout(
 
 
 def _rapids_layout(graph, init, **kwargs) -> tuple[np.ndarray, dict[str, Any]]:
-    """The ``method='rapids'`` of ehrapy: an alias of ``'cupy'`` kept for compatibility."""
-    import warnings
-
-    warnings.warn(
-        "method='rapids' is an alias of method='cupy' (annumap's own GPU layout, not "
-        "rapids-singlecell/cuML) and will be removed; pass method='cupy'.",
-        FutureWarning,
-        stacklevel=4,  # _rapids_layout <- run_layout <- tl.umap <- the caller
-    )
+    """The ``method='rapids'`` of ehrapy: an alias of ``'cupy'`` (its preflight warns)."""
     return _cupy_layout(graph, init, **kwargs)
 
 
@@ -69,6 +61,39 @@ LAYOUTS: dict[str, Callable[..., tuple[np.ndarray, dict[str, Any]]]] = {
     "rapids": _rapids_layout,
     "parametric": _parametric_layout,
 }
+
+
+def _cupy_available() -> None:
+    from .._core import gpu
+
+    gpu.cupy_namespace()
+
+
+def _rapids_deprecated() -> None:
+    import warnings
+
+    warnings.warn(
+        "method='rapids' is an alias of method='cupy' (annumap's own GPU layout, not "
+        "rapids-singlecell/cuML) and will be removed; pass method='cupy'.",
+        FutureWarning,
+        stacklevel=4,  # _rapids_deprecated <- preflight <- tl.umap <- the caller
+    )
+    _cupy_available()
+
+
+#: method name -> a check run while ``tl.umap`` validates, before any computation (so that a
+#: missing optional dependency fails fast, not after the initialisation)
+PREFLIGHT: dict[str, Callable[[], None]] = {
+    "cupy": _cupy_available,
+    "rapids": _rapids_deprecated,
+}
+
+
+def preflight(method: str) -> None:
+    """Raise now if ``method`` cannot run here (e.g. no CuPy or no CUDA device)."""
+    check = PREFLIGHT.get(method)
+    if check is not None:
+        check()
 
 
 def run_layout(method: str, graph, init, **kwargs) -> tuple[np.ndarray, dict[str, Any]]:

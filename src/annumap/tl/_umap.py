@@ -17,7 +17,7 @@ from .._anndata import (
 )
 from .._docs import doc_adata, doc_copy, doc_n_jobs, inject
 from .._types import LayoutCallback
-from ._layouts import LAYOUTS, run_layout
+from ._layouts import LAYOUTS, preflight, run_layout
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -361,6 +361,7 @@ def umap(
         raise ValueError(msg)
     seed = _seed(random_state)
     resolve_n_jobs(n_jobs)
+    preflight(method)
     if progress is not None and not isinstance(progress, bool):
         msg = f"progress must be a bool or None, got {type(progress).__name__}."
         raise TypeError(msg)
