@@ -222,7 +222,9 @@ def _multi_component(G, dim, n_comp, labels, rng, data):
                 (np.ones(labels.size), (labels, np.arange(labels.size))),
                 shape=(n_comp, labels.size),
             )
-            centroids = np.asarray((onehot @ X) / sizes[:, None], dtype=np.float64)
+            sums = onehot @ X  # sparse when the representation is sparse
+            sums = sums.toarray() if sparse.issparse(sums) else np.asarray(sums)
+            centroids = sums.astype(np.float64) / sizes[:, None]
     meta = _meta_positions(n_comp, dim, sizes, centroids, rng)
     from scipy.spatial import cKDTree
 
