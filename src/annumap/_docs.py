@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 doc_adata = """\
 adata
     Annotated data matrix (in memory; a view is materialised, as scanpy does)."""
@@ -21,10 +23,19 @@ random_state
 
 
 def inject(**fragments: str):
-    """Decorator filling ``{name}`` placeholders of a docstring with the fragments."""
+    """Decorator filling ``{name}`` placeholders of a docstring with the fragments.
+
+    A placeholder alone on its line gets every line of the fragment indented like the
+    placeholder, so multi-line fragments stay aligned in the numpydoc sections.
+    """
+
+    def fill(match: re.Match) -> str:
+        indent, name = match.group(1), match.group(2)
+        return "\n".join(indent + line if line else line for line in fragments[name].splitlines())
 
     def wrap(fn):
-        fn.__doc__ = fn.__doc__.format(**fragments)
+        doc = re.sub(r"(?m)^([ \t]*)\{(\w+)\}[ \t]*$", fill, fn.__doc__)
+        fn.__doc__ = doc.replace("{{", "{").replace("}}", "}")
         return fn
 
     return wrap
