@@ -439,10 +439,11 @@ def train_encoder(
             for epoch in range(n_epochs):
                 acc = 0.0
                 for _ in range(steps):
-                    h, t, neg = _draw_batch(rng, heads, tails, cdf, n, batch)
+                    rows = xp.asarray(np.concatenate(_draw_batch(rng, heads, tails, cdf, n, batch)))
+                    Xb = Xs[rows]
                     loss, grads = encoder_loss_and_grads(
-                        params, Xs[h], Xs[t], Xs[neg], a=a, b=b, gamma=gamma, n_rounds=n_rounds,
-                        xp=xp,
+                        params, Xb[:batch], Xb[batch : 2 * batch], Xb[2 * batch :], a=a, b=b,
+                        gamma=gamma, n_rounds=n_rounds, xp=xp,
                     )  # fmt: skip
                     acc += loss
                     step += 1
