@@ -356,7 +356,9 @@ def test_scanpy_reference_works():
     ref, query = adata[:500].copy(), adata[500:].copy()
     sc.pp.neighbors(ref, n_neighbors=15)
     sc.tl.umap(ref)
+    ref.uns["neighbors"]["params"]["n_neighbors"] = np.array([15])  # as older scanpy stored it
     annumap.tl.umap_transform(query, ref)
+    assert query.uns["umap_transform"]["params"]["n_neighbors"] == 15
     from sklearn.neighbors import KNeighborsClassifier
 
     clf = KNeighborsClassifier(15).fit(ref.obsm["X_umap"], ref.obs["bulk_labels"])

@@ -31,6 +31,7 @@ from ._rng import epoch_key
 
 __all__ = [
     "bipartite_graph",
+    "choose_query_backend",
     "default_transform_epochs",
     "init_positions",
     "optimize_transform",
@@ -105,7 +106,7 @@ def query_knn(
         query = np.asarray(dense, dtype=np.float32)
     index = NNDescent(
         ref,
-        n_neighbors=max(n_neighbors, 15),
+        n_neighbors=min(max(n_neighbors, 15), n_ref - 1),
         metric=metric,
         metric_kwds=metric_kwds or {},
         random_state=random_state,

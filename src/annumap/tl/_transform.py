@@ -89,11 +89,18 @@ def _neighbors_params(ref: AnnData, key: str) -> dict[str, Any]:
     return dict(info.get("params", {}))
 
 
+def _scalar(value: Any) -> Any:
+    """A stored parameter as a Python scalar (old scanpy files hold e.g. ``array([10])``)."""
+    arr = np.asarray(value)
+    return arr.ravel()[0].item() if arr.size == 1 else value
+
+
 def _resolve_rep(ref: AnnData, params: Mapping[str, Any]) -> tuple[str, int | None]:
     """The representation the reference's neighbours used: ``('X' or an obsm key, n_pcs)``."""
     use_rep = params.get("use_rep")
+    use_rep = None if use_rep is None else str(_scalar(use_rep))
     n_pcs = params.get("n_pcs")
-    n_pcs = None if n_pcs is None else int(n_pcs)
+    n_pcs = None if n_pcs is None else int(_scalar(n_pcs))
     if use_rep is None and n_pcs == 0:
         use_rep = "X"
     if use_rep is None:
@@ -426,14 +433,14 @@ def umap_transform(
             X_ref,
             X_query,
             reference,
-            n_neighbors=int(nparams.get("n_neighbors", 15)),
+            n_neighbors=int(_scalar(nparams.get("n_neighbors", 15))),
             a=a,
             b=b,
             n_epochs=maxiter,
             alpha=float(umap_params.get("alpha", 1.0)),
             gamma=float(umap_params.get("gamma", 1.0)),
             negative_sample_rate=float(umap_params.get("negative_sample_rate", 5.0)),
-            metric=str(nparams.get("metric", "euclidean")),
+            metric=str(_scalar(nparams.get("metric", "euclidean"))),
             metric_kwds=dict(nparams.get("metric_kwds", {}) or {}),
             knn_backend=knn_backend,
             seed=seed,
