@@ -110,7 +110,12 @@ def _spectral_connected(G: sparse.csr_matrix, dim: int, rng: np.random.Generator
     if n <= _DENSE_MAX:
         from scipy.linalg import eigh
 
-        vals, vecs = eigh(A.toarray(), subset_by_index=[n - k, n - 1])
+        dense = A.toarray()
+        vals, vecs = eigh(dense, subset_by_index=[n - k, n - 1])
+        if vecs.shape[1] < k:
+            # LAPACK's subset driver can return no eigenpair at all for a highly degenerate
+            # spectrum (e.g. a complete graph of identical cells: 1 once, -1/(n-1) n-1 times)
+            vals, vecs = np.linalg.eigh(dense)
     else:
         import time
 
