@@ -646,12 +646,25 @@ def test_many_duplicates_and_huge_offsets():
     _embed(adata)
 
 
-def test_disconnected_graph_with_many_components():
+@pytest.mark.parametrize("n_components", [1, 2, 3])
+@pytest.mark.parametrize("n_obs", [21, 60])
+def test_complete_graph_of_identical_cells(n_obs, n_components):
+    """A degenerate spectrum (LAPACK's subset eigensolver returned no eigenpair here)."""
+    adata = ad.AnnData(np.full((n_obs, 1), 3.0, dtype=np.float32))
+    annumap.pp.neighbors(adata, n_neighbors=n_obs)
+    annumap.tl.umap(adata, maxiter=5, n_components=n_components)
+    Y = adata.obsm["X_umap"]
+    assert Y.shape == (n_obs, n_components) and np.isfinite(Y).all()
+
+
+@pytest.mark.parametrize("fmt", ["dense", "csr"])
+def test_disconnected_graph_with_many_components(fmt):
     """More components than 2 * n_components: the meta layout uses the data's centroids."""
     rng = np.random.default_rng(3)
     centers = rng.normal(scale=1000, size=(12, 4))
     X = np.repeat(centers, 12, axis=0) + rng.normal(size=(144, 4))
-    adata = ad.AnnData(X.astype(np.float32))
+    X = X.astype(np.float32)
+    adata = ad.AnnData(X if fmt == "dense" else sparse.csr_matrix(X))
     annumap.pp.neighbors(adata, n_neighbors=5)
     from scipy.sparse.csgraph import connected_components
 
