@@ -64,7 +64,12 @@ def _top_candidates(block, col_sq, scale, self_cols, n_cand, out_idx):  # pragma
 
 
 def _prepare(X: np.ndarray | sparse.csr_matrix, metric: str):
-    """Return the float32 matrix to rank with, its float64 twin and squared norms (float64)."""
+    """The float32 matrix to rank with, its float64 twin, squared norms (float64) and the unit.
+
+    Euclidean data is centred and scaled by a power of two (exact in floating point) so that
+    its largest magnitude is about 1: float32 squared norms neither overflow nor underflow.
+    Distances computed on the result are multiplied by ``unit`` to give the original ones.
+    """
     if sparse.issparse(X):
         if metric == "correlation":
             X = np.asarray(X.toarray())
@@ -88,13 +93,25 @@ def _prepare(X: np.ndarray | sparse.csr_matrix, metric: str):
             if sparse.issparse(X64)
             else X64 / norms[:, None]
         )
+    unit = 1.0
+    if metric in ("euclidean", "l2", "sqeuclidean"):
+        values = X64.data if sparse.issparse(X64) else X64
+        biggest = float(np.abs(values).max()) if values.size else 0.0
+        if biggest > 0 and np.isfinite(biggest):
+            exponent = int(np.frexp(biggest)[1])
+            unit = float(np.ldexp(1.0, exponent))
+            if sparse.issparse(X64):
+                X64 = X64.copy()
+                X64.data = np.ldexp(X64.data, -exponent)
+            else:
+                X64 = np.ldexp(X64, -exponent)
     sq = (
         np.asarray(X64.multiply(X64).sum(1)).ravel()
         if sparse.issparse(X64)
         else np.einsum("ij,ij->i", X64, X64)
     )
     X32 = X64.astype(np.float32)
-    return X32, X64, sq
+    return X32, X64, sq, unit
 
 
 def _measure(X64, sq, rows: np.ndarray, cand: np.ndarray, metric: str) -> np.ndarray:
@@ -165,7 +182,8 @@ def exact_knn(
     chunk = max(1, min(rows.size, CHUNK_BYTES // (4 * max(n_obs, 1))))
     with threads(n_jobs) as n_threads, threadpool_limits(n_threads):
         if metric in BLAS_METRICS:
-            X32, X64, sq = _prepare(X, metric)
+            X32, X64, sq, unit = _prepare(X, metric)
+            scale = unit**2 if metric == "sqeuclidean" else unit
             sq32 = sq.astype(np.float32)
             zeros = np.zeros_like(sq32)
             if not sparse.issparse(X32):
@@ -182,7 +200,7 @@ def exact_knn(
                     cand = _candidates(block, sel, n_cand, zeros, -1.0)
                 else:
                     cand = _candidates(block, sel, n_cand, sq32, -2.0)
-                dist = _measure(X64, sq, sel, cand, metric)
+                dist = _measure(X64, sq, sel, cand, metric) * scale
                 out_idx[start : start + sel.size], d = _order(cand, dist, sel, k)
                 out_dist[start : start + sel.size] = d
         else:
@@ -262,7 +280,8 @@ def exact_query_knn(
                 else np.vstack([np.asarray(X_ref), np.asarray(X_query)])
             )
             # prepared together: the same centring/normalisation for both sides
-            X32, X64, sq = _prepare(stacked, metric)
+            X32, X64, sq, unit = _prepare(stacked, metric)
+            unit = unit**2 if metric == "sqeuclidean" else unit
             R32T = X32[:n_ref].T
             col = np.zeros(n_ref, dtype=np.float32)
             scale = -1.0
@@ -275,7 +294,7 @@ def exact_query_knn(
                 block = X32[rows] @ R32T
                 block = np.asarray(block.toarray() if sparse.issparse(block) else block)
                 cand = _candidates(block, no_self[: sel.size], n_cand + 1, col, scale)[:, 1:]
-                dist = _measure(X64, sq, rows, cand, metric)
+                dist = _measure(X64, sq, rows, cand, metric) * unit
                 out_idx[sel], out_dist[sel] = _order(cand, dist, rows, k)
         else:
             from sklearn.metrics import pairwise_distances
