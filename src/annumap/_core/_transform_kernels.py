@@ -14,18 +14,14 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from ._kernels import _negative as _draw
 from ._numba import njit
-from ._rng import DRAW_BITS, GOLDEN, MIX1, MIX2
 
 __all__ = ["bipartite_sigmas", "draw_reference", "transform_epoch"]
 
 _N_ITER = 64
 _TOLERANCE = 1e-5
 _MIN_DIST_SCALE = 1e-3
-_S27 = np.uint64(27)
-_S30 = np.uint64(30)
-_S31 = np.uint64(31)
-_S32 = np.uint64(32)
 
 
 @njit(parallel=True)
@@ -58,15 +54,6 @@ def bipartite_sigmas(distances, target, mean_all):  # pragma: no cover - numba
                 mid = mid * 2.0 if hi == np.inf else (lo + hi) / 2.0
         sigma[i] = max(mid, floor)
     return sigma
-
-
-@njit(inline="always")
-def _draw(key, edge, draw, n):  # pragma: no cover - numba
-    z = key + ((np.uint64(edge) << DRAW_BITS) | np.uint64(draw)) * GOLDEN
-    z = (z ^ (z >> _S30)) * MIX1
-    z = (z ^ (z >> _S27)) * MIX2
-    z = z ^ (z >> _S31)
-    return np.int64(((z >> _S32) * np.uint64(n)) >> _S32)
 
 
 @njit
