@@ -1000,12 +1000,6 @@ def test_exact_knn_is_scale_invariant(scale):
     assert np.mean(idx == ref_i) > 0.99
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sparse input is ranked in float32 as |x|^2 + |y|^2 - 2 x.y without centring: with "
-    "a large common offset (values ~1e4 that differ by ~1) the cancellation picks wrong "
-    "candidates (13% correct at offset 1e4); reported, fix belongs in _core/knn/_exact.py",
-)
 def test_exact_knn_sparse_input_with_a_large_offset():
     X, _ = blobs(300, 10, seed=1)
     ref_i, _ = knn(X.astype(np.float64), 10, backend="exact")

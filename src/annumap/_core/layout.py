@@ -50,6 +50,12 @@ def prepare_graph(graph: sparse.spmatrix, n_epochs: int) -> sparse.csr_matrix:
     return G
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
 def _show_progress(progress: bool | None, work: float) -> bool:
     if progress is not None:
         return bool(progress)
@@ -95,8 +101,8 @@ def optimize_layout(
     n_jobs
         Threads (None = all); the result does not depend on it.
     callback
-        ``callback(epoch, n_epochs, embedding)`` after each epoch (``embedding`` is the live
-        array: read it, do not modify it); returning True stops the optimisation.
+        ``callback(epoch, n_epochs, embedding)`` after each epoch (``embedding`` is a read-only
+        view of the live array: copy it to keep it); returning True stops the optimisation.
     progress
         Show a tqdm bar (None: only in interactive sessions for long runs).
     """
@@ -144,7 +150,7 @@ def optimize_layout(
                 prev, out = out, prev
                 if bar is not None:
                     bar.update(1)
-                if callback is not None and callback(epoch + 1, n_epochs, prev):
+                if callback is not None and callback(epoch + 1, n_epochs, _read_only(prev)):
                     logger.info("layout: stopped by the callback after epoch %d", epoch + 1)
                     break
     finally:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-from ._exact import BLAS_METRICS
+from ._exact import BLAS_METRICS, DENSE_BYTES
 
 __all__ = ["BACKENDS", "METRICS", "choose_backend", "knn"]
 
@@ -47,9 +47,6 @@ METRICS = EXACT_METRICS | PYNNDESCENT_METRICS
 #: ~9 s in any process; pynndescent ~2 s warm but ~33 s in a fresh process (JIT compilation that
 #: it does not cache). The bound keeps the first call of a session short and the result exact.
 EXACT_MAX_WORK = 2.5e11
-#: The exact search holds a float64 copy of the data; above this many features of sparse
-#: input it is not the automatic choice.
-EXACT_MAX_DENSE_BYTES = 2 * 2**30
 
 
 def _run_exact(X, n_neighbors, *, metric, metric_kwds, random_state, n_jobs):
@@ -86,7 +83,7 @@ def choose_backend(n_obs: int, n_features: int, metric: str, *, is_sparse: bool)
         return "pynndescent"
     if metric not in BLAS_METRICS:
         return "exact" if n_obs < 4096 else "pynndescent"
-    if is_sparse and 8.0 * n_obs * n_features > EXACT_MAX_DENSE_BYTES:
+    if is_sparse and 8.0 * n_obs * n_features > DENSE_BYTES:
         return "pynndescent"
     return "exact" if float(n_obs) ** 2 * n_features <= EXACT_MAX_WORK else "pynndescent"
 

@@ -21,6 +21,8 @@ __all__ = ["BLAS_METRICS", "exact_knn", "exact_query_knn"]
 BLAS_METRICS = frozenset({"euclidean", "l2", "sqeuclidean", "cosine", "correlation"})
 #: Bytes of one chunk's distance block (rows x n_obs x 4); bounds the memory of the search.
 CHUNK_BYTES = 256 * 2**20
+#: Sparse euclidean input up to this size (as dense float64) is densified and centred.
+DENSE_BYTES = 2 * 2**30
 #: Extra candidates re-measured in float64 to absorb float32 rounding in the ranking.
 _MARGIN = 8
 
@@ -71,7 +73,10 @@ def _prepare(X: np.ndarray | sparse.csr_matrix, metric: str):
     Distances computed on the result are multiplied by ``unit`` to give the original ones.
     """
     if sparse.issparse(X):
-        if metric == "correlation":
+        small = 8.0 * X.shape[0] * X.shape[1] <= DENSE_BYTES
+        if metric == "correlation" or (small and metric in ("euclidean", "l2", "sqeuclidean")):
+            # dense, so that it can be centred: a large common offset would otherwise cancel
+            # catastrophically in the float32 ranking |x|^2 + |y|^2 - 2 x.y
             X = np.asarray(X.toarray())
         else:
             X = sparse.csr_matrix(X, dtype=np.float64)
