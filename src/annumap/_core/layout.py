@@ -21,6 +21,9 @@ __all__ = ["default_n_epochs", "optimize_layout", "prepare_graph"]
 logger = logging.getLogger("annumap")
 
 
+#: Passes per epoch: each handles every PASSES-th edge of each row and reads the positions
+#: the previous pass wrote (see :mod:`._kernels`).
+PASSES = 4
 #: Below this many stored edges the layout runs on one thread (same result, less overhead).
 SERIAL_MAX_EDGES = 50_000
 
@@ -142,12 +145,13 @@ def optimize_layout(
             for epoch in range(n_epochs):
                 lr = float(alpha) * (1.0 - epoch / n_epochs)
                 key = epoch_key(seed, epoch)
-                state = (indptr, indices, eps, eps_neg, next_sample, next_negative, prev, out)
-                if work is None:
-                    sgd_epoch_2d(*state, a, b, gamma, lr, float(epoch), key)
-                else:
-                    sgd_epoch(*state, work, a, b, gamma, lr, float(epoch), key)
-                prev, out = out, prev
+                for part in range(PASSES):
+                    state = (indptr, indices, eps, eps_neg, next_sample, next_negative, prev, out)
+                    if work is None:
+                        sgd_epoch_2d(PASSES, part, *state, a, b, gamma, lr, float(epoch), key)
+                    else:
+                        sgd_epoch(PASSES, part, *state, work, a, b, gamma, lr, float(epoch), key)
+                    prev, out = out, prev
                 if bar is not None:
                     bar.update(1)
                 if callback is not None and callback(epoch + 1, n_epochs, _read_only(prev)):
