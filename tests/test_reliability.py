@@ -977,9 +977,9 @@ def test_layout_kernel_receives_int64_indices(monkeypatch, graph_adata):
     assert kernels
 
     def spy(real):
-        def kernel(n_pass, part, indptr, indices, *rest):
+        def kernel(indptr, indices, *rest):
             seen.add((indptr.dtype, indices.dtype))
-            return real(n_pass, part, indptr, indices, *rest)
+            return real(indptr, indices, *rest)
 
         return kernel
 

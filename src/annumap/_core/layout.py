@@ -24,6 +24,31 @@ logger = logging.getLogger("annumap")
 #: Passes per epoch: each handles every PASSES-th edge of each row and reads the positions
 #: the previous pass wrote (see :mod:`._kernels`).
 PASSES = 4
+
+
+def split_passes(indptr: np.ndarray, n_passes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reorder a CSR graph's edges into ``n_passes`` contiguous blocks, one per pass.
+
+    Edge ``t`` of row ``i`` (in CSR order) goes to pass ``t % n_passes``; within a pass, edges
+    stay in row order. Returns ``(pass_indptr, order)``: ``pass_indptr[p]`` is the (n + 1)
+    row-pointer array of pass ``p`` into the reordered edges ``order`` (int64 throughout), so
+    every pass reads its edges and their sampling state contiguously.
+    """
+    indptr = np.asarray(indptr, dtype=np.int64)
+    n = indptr.size - 1
+    counts = np.diff(indptr)
+    rows = np.repeat(np.arange(n, dtype=np.int64), counts)
+    part = np.arange(indptr[-1], dtype=np.int64) - indptr[rows]
+    part %= n_passes
+    order = np.lexsort((rows, part))  # by pass, then row; stable within a row
+    per = np.zeros((n_passes, n), dtype=np.int64)
+    np.add.at(per, (part, rows), 1)
+    pass_indptr = np.zeros((n_passes, n + 1), dtype=np.int64)
+    pass_indptr[:, 1:] = np.cumsum(per, axis=1)
+    pass_indptr[1:] += np.cumsum(per.sum(axis=1))[:-1, None]
+    return pass_indptr, order
+
+
 #: Below this many stored edges the layout runs on one thread (same result, less overhead).
 SERIAL_MAX_EDGES = 50_000
 
@@ -120,9 +145,10 @@ def optimize_layout(
     out = np.empty_like(prev)
     if G.nnz == 0:
         return prev
-    indptr = G.indptr.astype(np.int64)
-    indices = G.indices.astype(np.int64)
-    eps = (G.data.max() / G.data).astype(np.float64)
+    pass_indptr, order = split_passes(G.indptr, PASSES)
+    indices = G.indices[order].astype(np.int64)
+    weights = G.data[order]
+    eps = (weights.max() / weights).astype(np.float64)
     if negative_sample_rate > 0:
         eps_neg = eps / float(negative_sample_rate)
     else:
@@ -145,12 +171,12 @@ def optimize_layout(
             for epoch in range(n_epochs):
                 lr = float(alpha) * (1.0 - epoch / n_epochs)
                 key = epoch_key(seed, epoch)
-                for part in range(PASSES):
+                for indptr in pass_indptr:
                     state = (indptr, indices, eps, eps_neg, next_sample, next_negative, prev, out)
                     if work is None:
-                        sgd_epoch_2d(PASSES, part, *state, a, b, gamma, lr, float(epoch), key)
+                        sgd_epoch_2d(*state, a, b, gamma, lr, float(epoch), key)
                     else:
-                        sgd_epoch(PASSES, part, *state, work, a, b, gamma, lr, float(epoch), key)
+                        sgd_epoch(*state, work, a, b, gamma, lr, float(epoch), key)
                     prev, out = out, prev
                 if bar is not None:
                     bar.update(1)
