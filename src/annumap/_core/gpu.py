@@ -242,13 +242,11 @@ def edge_schedule(G: sparse.csr_matrix, negative_sample_rate: float):
     never, when the rate is 0): the numba layout's schedule. The sampling state starts at these
     values (nothing is due in epoch 0, as in umap-learn).
     """
+    from .layout import sampling_schedule
+
     rows = np.repeat(np.arange(G.shape[0], dtype=np.int64), np.diff(G.indptr))
     cols = G.indices.astype(np.int64)
-    eps = (G.data.max() / G.data).astype(np.float64)
-    if negative_sample_rate > 0:
-        eps_neg = eps / float(negative_sample_rate)
-    else:
-        eps_neg = np.full_like(eps, 1e30)
+    eps, eps_neg = sampling_schedule(G.data, negative_sample_rate)
     return rows, cols, eps, eps_neg
 
 

@@ -26,6 +26,21 @@ logger = logging.getLogger("annumap")
 PASSES = 4
 
 
+def sampling_schedule(
+    weights: np.ndarray, negative_sample_rate: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-edge sampling periods (float64) of the numba and the array-namespace layouts.
+
+    ``epochs_per_sample = max(w) / w`` and ``epochs_per_negative = epochs_per_sample /
+    negative_sample_rate`` (1e30, i.e. never, when the rate is 0). The sampling state starts at
+    these values (nothing is due in epoch 0, as in umap-learn).
+    """
+    eps = (weights.max() / weights).astype(np.float64)
+    if negative_sample_rate > 0:
+        return eps, eps / float(negative_sample_rate)
+    return eps, np.full_like(eps, 1e30)
+
+
 def split_passes(indptr: np.ndarray, n_passes: int) -> tuple[np.ndarray, np.ndarray]:
     """Reorder a CSR graph's edges into ``n_passes`` contiguous blocks, one per pass.
 
@@ -148,11 +163,7 @@ def optimize_layout(
     pass_indptr, order = split_passes(G.indptr, PASSES)
     indices = G.indices[order].astype(np.int64)
     weights = G.data[order]
-    eps = (weights.max() / weights).astype(np.float64)
-    if negative_sample_rate > 0:
-        eps_neg = eps / float(negative_sample_rate)
-    else:
-        eps_neg = np.full_like(eps, 1e30)
+    eps, eps_neg = sampling_schedule(weights, negative_sample_rate)
     next_sample = eps.copy()
     next_negative = eps_neg.copy()
     a, b, gamma = float(a), float(b), float(gamma)
