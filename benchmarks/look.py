@@ -111,7 +111,12 @@ def dataset(name: str):
     else:
         raise ValueError(name)
     a.obs_names = [f"c{i}" for i in range(a.n_obs)]
-    annumap.pp.neighbors(a, n_neighbors=15, transformer="exact")
+    if a.n_vars > 50:  # what pp.neighbors would compute (scanpy's rule), stored for the metrics
+        from annumap._core.pca import pca
+
+        a.obsm["X_pca"] = pca(a.X, 50, random_state=0)
+    rep = "X_pca" if "X_pca" in a.obsm else "X"
+    annumap.pp.neighbors(a, n_neighbors=15, use_rep=rep, transformer="exact")
     cache.parent.mkdir(exist_ok=True)
     a.write_h5ad(cache)
     return a
