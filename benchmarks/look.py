@@ -22,7 +22,7 @@ Datasets: CBMC (8,617 cells, log-normalised counts, PCA 50 inside ``pp.neighbors
 ``cell_type`` without ``Unknown``), scanpy's ``pbmc68k_reduced`` (700 cells, its ``X_pca``,
 ``bulk_labels``), NHANES 2017-2018 (8,366 people, median-imputed and scaled, PCA 50;
 ``RacehispanicOrigin``), a 20k subsample of MNIST (PCA 50; digits) and ``blobs``: 12 strongly
-separated Gaussian clusters of unequal size and spread in 30-D (12,800 points), which none of
+separated Gaussian clusters of unequal size and spread in 30-D (15,600 points), which none of
 the code was tuned on. Results: ``benchmarks/results/look.json``, a markdown table on stdout and
 one PNG grid per dataset in ``benchmarks/results/look_<dataset>.png`` (rows scanpy / annumap,
 columns seeds, same colours).

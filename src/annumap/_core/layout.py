@@ -181,7 +181,7 @@ def optimize_layout(
     next_sample = eps.copy()
     next_negative = eps_neg.copy()
     Y = np.ascontiguousarray(start[order])
-    snap = np.empty_like(Y)
+    snap = Y.copy()  # the kernel keeps it equal to Y between classes
     a, b, gamma = float(a), float(b), float(gamma)
     kernel = sgd_epoch_2d if Y.shape[1] == 2 else sgd_epoch
     rates = learning_rates(alpha, n_epochs)
@@ -202,7 +202,6 @@ def optimize_layout(
             sizes = np.diff(bounds)
             parallel = (sizes >= PARALLEL_MIN_VERTICES) & (n_threads > 1)
             for epoch in range(n_epochs):
-                np.copyto(snap, Y)
                 kernel(
                     bounds, parallel, indptr, indices, eps, eps_neg, next_sample, next_negative,
                     Y, snap, a, b, gamma, float(rates[epoch]), float(epoch),
