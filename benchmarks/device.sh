@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The device run of issue 14: the GPU layout on a real GPU, the CPU layout on all cores.
 #
-# Command (on the device machine, from the repository root; one call, about 5-8 min):
+# Command (on the device machine, from the repository root; one call, meant to fit ~8 min
+# through device.py's --method-budget, not yet timed there):
 #
 #     bash benchmarks/device.sh            # the full run; results in $OUT/device.json
 #     bash benchmarks/device.sh --small    # dry run (5k-cell graphs, 1 repeat, 50 epochs)
 #
 # with the device tool's carry = [".whl", ".bench_cache/mnist70k_rep.npy",
-# ".bench_cache/mnist70k_labels.npy"] (about 24 + 13.5 MiB, plus the 7 MiB working tree).
+# ".bench_cache/mnist70k_labels.npy"] (23.2 + 13.5 MiB, plus the 6.6 MiB working tree).
 # Any further arguments go to benchmarks/device.py (e.g. --skip-synth, --repeats 2).
 #
 # What it does:
@@ -18,8 +19,9 @@
 #   3. pytest -m gpu tests/test_gpu.py (CuPy on the device), then the rest of tests/test_gpu.py.
 #      A failing test is reported and the run goes on (the timings are still wanted).
 #   4. benchmarks/device.py with fresh numba and CuPy kernel caches (so "cold" is cold):
-#      method='cupy' vs method='umap' on MNIST 70k and a 1M-cell synthetic graph, quality,
-#      global shape, seed reproducibility, CPU thread scaling 1-16; JSON to $OUT/device.json.
+#      method='cupy' vs method='umap' on MNIST 70k, CPU thread scaling 1-16 on MNIST, then the
+#      1M-cell synthetic graph (last: the longest, the part a time-out would cut), with quality,
+#      global shape and seed reproducibility; JSON to $OUT/device.json after each section.
 #
 # Before the run, here (on the development machine, with its .venv):
 #
@@ -29,16 +31,19 @@
 #         --platform manylinux2014_x86_64 -d .whl \
 #         anndata==0.12.19 array-api-compat legacy-api-wrap natsort packaging scverse-misc \
 #         session-info2 typing-extensions zarr==3.1.6 donfig pyyaml google-crc32c numcodecs \
-#         pynndescent==0.7.0 joblib pytest iniconfig pluggy pygments hypothesis sortedcontainers \
+#         pynndescent==0.7.0 joblib cloudpickle pytest iniconfig pluggy pygments hypothesis \
+#         sortedcontainers \
 #         scanpy==1.11.5 umap-learn==0.5.12 networkx patsy seaborn statsmodels formulaic \
 #         interface-meta narwhals wrapt
 #
 # The device already has CuPy (cupy-cuda13x 14.x), numba (with llvmlite), numpy, scipy,
-# scikit-learn, h5py, pandas, matplotlib and tqdm on Python 3.12. The first three lines of
+# scikit-learn, h5py, pandas, matplotlib and tqdm on Python 3.12. The first four lines of
 # packages are what annumap and its tests need beyond that (anndata and its dependencies,
-# pynndescent + joblib, pytest, hypothesis): 21 wheels, 6.3 MiB. The last two lines are the
-# oracle of the gpu quality test (scanpy 1.11.5 and umap-learn 0.5.12 with the dependencies
-# the device lacks), 12 more wheels: 24 MiB in all, most of it statsmodels (12 MiB).
+# pynndescent + joblib with joblib's cloudpickle, pytest, hypothesis): 22 wheels, 6.2 MiB. The
+# last two lines are the oracle of the gpu quality test (scanpy 1.11.5 and umap-learn 0.5.12
+# with the dependencies the device lacks), 10 more wheels: 32 wheels, 23.2 MiB in all, most of
+# it statsmodels (11.5 MiB). Checked here: every Requires-Dist of the 32 wheels (for CPython
+# 3.12 on Linux) is among them or the device's packages; installing them needs the device.
 # anndata 0.12 wants pandas < 3; should the device's pandas be 3.x, add pandas==2.3.3 to the
 # list (about 12 MiB) and the wheels in /tmp/site take precedence.
 set -u
