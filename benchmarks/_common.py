@@ -60,8 +60,11 @@ def representation(name: str) -> np.ndarray:
     return X
 
 
-def gaussian_mixture(n: int = 50_000, k: int = 20, dim: int = 50, seed: int = 0) -> np.ndarray:
-    """``k`` Gaussian clusters in ``dim``-D, sizes proportional to 1..k, unequal spreads."""
+def gaussian_mixture(
+    n: int = 50_000, k: int = 20, dim: int = 50, seed: int = 0, *, return_labels: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """``k`` Gaussian clusters in ``dim``-D, sizes proportional to 1..k, unequal spreads
+    (and, with ``return_labels``, each point's cluster)."""
     rng = np.random.default_rng(seed)
     sizes = np.arange(1, k + 1, dtype=np.float64)
     sizes = np.floor(sizes / sizes.sum() * n).astype(int)
@@ -71,7 +74,11 @@ def gaussian_mixture(n: int = 50_000, k: int = 20, dim: int = 50, seed: int = 0)
     parts = [
         c + s * rng.normal(size=(m, dim)) for c, s, m in zip(centres, spreads, sizes, strict=True)
     ]
-    return np.concatenate(parts)[rng.permutation(n)]
+    order = rng.permutation(n)
+    X = np.concatenate(parts)[order]
+    if return_labels:
+        return X, np.repeat(np.arange(k), sizes)[order]
+    return X
 
 
 def _mnist_path() -> Path:
@@ -140,13 +147,17 @@ def run_fresh(code: str, env: dict[str, str] | None = None, timeout: float = 360
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def quality(X: np.ndarray, Y: np.ndarray, graph, a: float, b: float, *, n_sub: int = 5000) -> dict:
+def quality(
+    X: np.ndarray, Y: np.ndarray, graph, a: float, b: float, *, n_sub: int = 5000, knn_pres=None
+) -> dict:
     """kNN preservation (k=15, all points), trustworthiness (k=15, on a fixed subsample of
-    ``n_sub`` points) and the fuzzy cross-entropy of ``Y`` against ``graph``."""
+    ``n_sub`` points) and the fuzzy cross-entropy of ``Y`` against ``graph``. ``knn_pres``
+    replaces annumap's ``knn_preservation`` (same signature), e.g. by a tree search in low-D."""
     from sklearn.manifold import trustworthiness
 
     from annumap._core.metrics import fuzzy_cross_entropy, knn_preservation
 
+    knn_preservation = knn_pres or knn_preservation
     sub = np.arange(X.shape[0])
     if X.shape[0] > n_sub:
         sub = np.sort(np.random.default_rng(0).choice(X.shape[0], n_sub, replace=False))

@@ -267,7 +267,7 @@ def test_gpu_callback_can_stop(small_graph):
 def test_gpu_method_without_cupy_raises_before_writing(graph_adata, monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` raises ImportError
     before = graph_adata.copy()
-    with pytest.raises(ImportError, match=r'pip install "annumap\[gpu\]"'):
+    with pytest.raises(ImportError, match=r'pip install "annumap\[gpu-cuda12\]"'):
         annumap.tl.umap(graph_adata, method="cupy", maxiter=5)
     assert_adata_equal(graph_adata, before)
     with (

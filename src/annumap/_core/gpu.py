@@ -68,7 +68,10 @@ logger = logging.getLogger("annumap")
 #: Fixed-point scale of the summed steps: 2**32 (a resolution of 2.3e-10; a vertex may move by
 #: up to 2**31 in one epoch before the int64 accumulator would overflow).
 _FIXED_BITS = 32
-_INSTALL_HINT = 'pip install "annumap[gpu]"'
+_INSTALL_HINT = (
+    'pip install "annumap[gpu-cuda12]" (CUDA 12 or 13 driver; "annumap[gpu]" is the same) or '
+    'pip install "annumap[gpu-cuda13]" (CUDA 13 driver)'
+)
 
 
 def cupy_namespace() -> ModuleType:
@@ -86,7 +89,8 @@ def cupy_namespace() -> ModuleType:
     except ImportError as err:
         msg = (
             "method='cupy' needs CuPy, which is not installed (or failed to import: "
-            f"{err}). Install the GPU extra: {_INSTALL_HINT} (CUDA 12), or use method='umap'."
+            f"{err}). Install the GPU extra for your CUDA driver: {_INSTALL_HINT}; or use "
+            "method='umap'."
         )
         raise ImportError(msg) from err
     try:
