@@ -136,6 +136,7 @@ from annumap._core.fuzzy import fuzzy_simplicial_set
 
 n, min_class = {n}, {min_class}
 layout.PARALLEL_MIN_VERTICES = min_class
+layout._Chooser.PROBE_EVERY = 2  # both modes in alternate epochs, whatever the load
 rng = np.random.default_rng(0)
 centres = rng.normal(0.0, 1.5, size=(4, 10))
 X = (centres[rng.integers(4, size=n)] + rng.normal(size=(n, 10))).astype(np.float32)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 import numpy as np
 from scipy import sparse
@@ -106,6 +107,46 @@ def colour_classes(G: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     return order, bounds
 
 
+class _Chooser:
+    """Per epoch, whether the large colour classes run in parallel: whichever is faster here.
+
+    Running a class in parallel or on one thread gives the same result, so the choice is free.
+    On an idle machine the parallel regions win; on one whose cores are busy with other work a
+    barrier per class can cost milliseconds (measured: MNIST 20k on 2 cores at load 10 took 5x
+    longer in parallel). Epochs 1 and 2 time both modes (epoch 0 also pays one-off costs); the
+    faster one runs from then on, and every :data:`PROBE_EVERY` epochs the other is timed once
+    more.
+    """
+
+    PROBE_EVERY = 25
+
+    def __init__(self, parallel: np.ndarray) -> None:
+        self.modes = {True: parallel, False: np.zeros_like(parallel)}
+        self.enabled = bool(parallel.any())
+        self.best = True
+        self.times: dict[bool, float] = {}
+        self.epoch = 0
+        self.current = True
+
+    def next(self) -> np.ndarray:
+        if not self.enabled:
+            self.current = False
+        elif self.epoch in (1, 2):
+            self.current = self.epoch == 1
+        elif self.epoch > 2 and self.epoch % self.PROBE_EVERY == 0:
+            self.current = not self.best
+        else:
+            self.current = self.best
+        return self.modes[self.current]
+
+    def record(self, seconds: float) -> None:
+        if self.enabled and self.epoch >= 1:
+            self.times[self.current] = seconds
+            if len(self.times) == 2:
+                self.best = self.times[True] <= self.times[False]
+        self.epoch += 1
+
+
 def _read_only(a: np.ndarray) -> np.ndarray:
     view = a.view()
     view.flags.writeable = False
@@ -200,13 +241,16 @@ def optimize_layout(
     try:
         with threads(n_jobs) as n_threads:
             sizes = np.diff(bounds)
-            parallel = (sizes >= PARALLEL_MIN_VERTICES) & (n_threads > 1)
+            chooser = _Chooser((sizes >= PARALLEL_MIN_VERTICES) & (n_threads > 1))
             for epoch in range(n_epochs):
+                parallel = chooser.next()
+                t = time.perf_counter()
                 kernel(
                     bounds, parallel, indptr, indices, eps, eps_neg, next_sample, next_negative,
                     Y, snap, a, b, gamma, float(rates[epoch]), float(epoch),
                     epoch_key(seed, epoch),
                 )  # fmt: skip
+                chooser.record(time.perf_counter() - t)
                 if bar is not None:
                     bar.update(1)
                 if callback is not None and callback(epoch + 1, n_epochs, _read_only(unpermuted())):
