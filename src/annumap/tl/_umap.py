@@ -111,6 +111,18 @@ def check_params(
     return out
 
 
+def _parametric_settings(method: str, kwds: Any) -> dict[str, Any]:
+    """The backend keywords of ``parametric_kwds`` (validated; an error unless parametric)."""
+    if kwds is not None and method != "parametric":
+        msg = f"parametric_kwds is only used by method='parametric', not method={method!r}."
+        raise ValueError(msg)
+    if method != "parametric":
+        return {}
+    from .._core.parametric import check_parametric_kwds
+
+    return {"settings": check_parametric_kwds(kwds)}
+
+
 def _init_positions(
     adata: AnnData,
     init_pos: Any,
@@ -265,6 +277,7 @@ def umap(
     n_jobs: int | None = None,
     progress: bool | None = None,
     callback: LayoutCallback | None = None,
+    parametric_kwds: dict[str, Any] | None = None,
 ) -> AnnData | None:
     """Embed the neighbour graph with UMAP (McInnes et al. 2018).
 
@@ -372,6 +385,7 @@ def umap(
         msg = f"key_added must be a non-empty str or None, got {key_added!r}."
         raise ValueError(msg)
     obsm_key, uns_key = ("X_umap", "umap") if key_added is None else (key_added, key_added)
+    layout_kwds = _parametric_settings(method, parametric_kwds)
     neighbors = read_neighbors(adata, neighbors_key)
     if neighbors.params.get("method", "umap") != "umap":
         logger.warning(
@@ -401,6 +415,7 @@ def umap(
         callback=callback,
         progress=progress,
         data=lambda: _representation(adata, neighbors, seed),
+        **layout_kwds,
     )
     if not np.isfinite(embedding).all():
         # e.g. a or b so extreme that a * d**(2b) overflows in the float32 kernel
@@ -432,6 +447,11 @@ def umap(
         method=method,
         neighbors_key=neighbors.key,
     )
+    if p["maxiter"] is not None:  # umap_transform's default epochs follow custom ones
+        params["maxiter"] = p["maxiter"]
+    if "settings" in layout_kwds:
+        resolved = layout_kwds["settings"].resolved(n_epochs, p["alpha"])
+        params["parametric_kwds"] = resolved.to_dict()
 
     # ---- write, all at once
     target = adata.copy() if copy else adata
