@@ -46,8 +46,12 @@ CASES = {
     "reconstruction": {"dec": True},
     "autoencoder": {"dec": True, "autoencoder_loss": True, "reconstruction_weight": 0.7},
     "correlation": {"correlation_weight": 1.5},
-    "everything_tanh": {"dec": True, "autoencoder_loss": True, "correlation_weight": 0.5,
-                        "activation": "tanh"},  # fmt: skip
+    "everything_tanh": {
+        "dec": True,
+        "autoencoder_loss": True,
+        "correlation_weight": 0.5,
+        "activation": "tanh",
+    },
     "elu": {"activation": "elu", "dec": True},
     "sigmoid": {"activation": "sigmoid"},
     "softplus": {"activation": "softplus", "correlation_weight": 1.0},
@@ -85,6 +89,7 @@ def test_gradients_equal_finite_differences(case):
     for g, num in zip(g_enc, _numeric_grad(f_enc, enc), strict=True):
         np.testing.assert_allclose(g, num, rtol=1e-4, atol=1e-7)
     if dec is not None:
+
         def f_dec():
             return float(run()[0]["reconstruction"])
 
@@ -215,8 +220,9 @@ def _settings(**kw):
 
 def test_training_is_deterministic_thread_independent_and_learns():
     X, labels, G = _blob_graph(n=700)
-    s = _settings(parametric_reconstruction=True, global_correlation_loss_weight=0.2,
-                  batch_size=400)  # fmt: skip  (3 x 400 rows: chunks of 512 on 2 threads)
+    s = _settings(
+        parametric_reconstruction=True, global_correlation_loss_weight=0.2, batch_size=400
+    )  # fmt: skip  (3 x 400 rows: chunks of 512 on 2 threads)
     kw = {"a": A, "b": B, "settings": s}
     r1 = P.fit_parametric(X, G, seed=3, n_jobs=1, **kw)
     r2 = P.fit_parametric(X, G, seed=3, n_jobs=2, **kw)
@@ -229,8 +235,16 @@ def test_training_is_deterministic_thread_independent_and_learns():
     r3 = P.fit_parametric(X, G, seed=4, n_jobs=1, **kw)
     assert not np.array_equal(r3.encoder.weights[0], r1.encoder.weights[0])
     h = r1.history
-    assert set(h) == {"loss", "umap_loss", "reconstruction_loss", "correlation_loss", "val_loss",
-                      "val_umap_loss", "val_reconstruction_loss", "val_correlation_loss"}
+    assert set(h) == {
+        "loss",
+        "umap_loss",
+        "reconstruction_loss",
+        "correlation_loss",
+        "val_loss",
+        "val_umap_loss",
+        "val_reconstruction_loss",
+        "val_correlation_loss",
+    }
     assert all(v.shape == (30,) and v.dtype == np.float32 for v in h.values())
     np.testing.assert_allclose(
         h["loss"], h["umap_loss"] + h["reconstruction_loss"] + h["correlation_loss"], rtol=1e-5
@@ -563,8 +577,11 @@ def test_inverse_transform_maps_pca_reconstructions_to_gene_space():
                                            .astype(np.float32)))  # fmt: skip
     sc.pp.pca(adata, n_comps=20, random_state=0)
     annumap.pp.neighbors(adata, n_neighbors=15, n_pcs=15)
-    annumap.tl.umap(adata, method="parametric",
-                    parametric_kwds={"parametric_reconstruction": True, "n_training_epochs": 30})
+    annumap.tl.umap(
+        adata,
+        method="parametric",
+        parametric_kwds={"parametric_reconstruction": True, "n_training_epochs": 30},
+    )
     out = annumap.tl.umap_inverse_transform(adata, adata.obsm["X_umap"])
     p = out.uns["umap_inverse_transform"]["params"]
     assert p["representation"] == "adata.obsm['X_pca'][:, :15]" and p["gene_space"] is True

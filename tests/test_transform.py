@@ -438,7 +438,9 @@ def test_cbmc_full_query_cells_land_among_their_type(method):
     _check_mapping(ref, query, method)
 
 
-@pytest.mark.parametrize(("ref_epochs", "n_query"), [(None, 40), (None, 10_001), (90, 40), (31, 10_001)])
+@pytest.mark.parametrize(
+    ("ref_epochs", "n_query"), [(None, 40), (None, 10_001), (90, 40), (31, 10_001)]
+)
 def test_default_epochs_equal_umap_learns_transform(monkeypatch, ref_epochs, n_query):
     """umap-learn's UMAP.transform: n_epochs // 3 of custom fit epochs, else 100 / 30 (query
     points up to / above 10,000): recorded from its own call of the SGD."""

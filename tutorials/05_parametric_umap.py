@@ -53,11 +53,12 @@ print(f"reference: {ref.n_obs} cells, query: {query.n_obs} cells")
 # ## Training with early stopping
 #
 # Up to 120 epochs (an epoch draws about one graph edge per training cell), 10 % of the
-# reference cells held out (`validation_fraction`, the default), and a stop once the
-# validation loss has not improved by 0.1 % (`min_delta`) for 10 epochs (`patience`, the defaults); the weights of the
-# best epoch are kept. `parametric_reconstruction=True` trains the decoder alongside; its
-# gradient stops at the embedding (set `autoencoder_loss=True` to let it shape the encoder
-# too). Unknown keys are refused with the list of valid ones, before any work.
+# reference cells held out (`validation_fraction`), and a stop once the validation loss has
+# not improved by 0.1 % (`min_delta`) for 10 epochs (`patience`; all three are the defaults
+# but the epochs); the weights of the best epoch are kept. `parametric_reconstruction=True`
+# trains the decoder alongside; its gradient stops at the embedding (set
+# `autoencoder_loss=True` to let it shape the encoder too). Unknown keys are refused with the
+# list of valid ones, before any work.
 
 # %%
 t = time.perf_counter()

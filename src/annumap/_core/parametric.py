@@ -230,7 +230,7 @@ def _kw_int(value: Any, name: str, low: int) -> int:
 
 
 def check_parametric_kwds(kwds: Mapping[str, Any] | None) -> ParametricSettings:
-    """Validate ``tl.umap``'s ``parametric_kwds``; unknown keys raise a KeyError listing the keys."""
+    """Validate ``tl.umap``'s ``parametric_kwds`` (unknown keys: a KeyError listing the keys)."""
     if kwds is None:
         return ParametricSettings()
     if not isinstance(kwds, Mapping):
@@ -582,8 +582,10 @@ def init_decoder(
     rng: np.random.Generator | None = None,
     activation: str = "relu",
 ) -> Decoder:
-    """A fresh decoder to ``encoder``'s standardised inputs (He-normal weights, zero biases;
-    input standardisation: none yet, set during training)."""
+    """A fresh decoder to ``encoder``'s standardised inputs.
+
+    He-normal weights, zero biases; no input standardisation yet (training sets it).
+    """
     rng = np.random.default_rng(0) if rng is None else rng
     weights, biases = _he_layers((encoder.n_out, *hidden, encoder.n_in), rng)
     return Decoder(
@@ -769,8 +771,11 @@ def _pairwise_dist(Z: Any, xp: Any) -> Any:
 
 
 def correlation_loss(X: Any, Y: Any, weight: float, xp: Any) -> tuple[Any, Any]:
-    """``-weight * r`` and its gradient at ``Y``: ``r`` the Pearson correlation of the pairwise
-    distances (all ordered pairs ``i != j``) of the rows of ``X`` and of ``Y``."""
+    """``-weight * r`` and its gradient at ``Y``.
+
+    ``r`` is the Pearson correlation of the pairwise distances (all ordered pairs ``i != j``)
+    of the rows of ``X`` and of ``Y``.
+    """
     m = X.shape[0]
     mask = 1.0 - xp.eye(m, dtype=Y.dtype)
     count = float(m * (m - 1))
@@ -920,8 +925,11 @@ _NORM_MOMENTUM = 0.9
 
 
 def _follow_embedding(norm: tuple[Any, float], Y: Any) -> tuple[Any, float]:
-    """The decoder's input standardisation moved towards the stats of ``Y`` (moving averages;
-    rescaling the first layer to keep the decoder's function fixed trained worse, on blobs)."""
+    """The decoder's input standardisation moved towards the stats of ``Y``.
+
+    Moving averages; rescaling the first layer so that the decoder's function stays fixed
+    trained worse (on blobs).
+    """
     mean, scale = norm
     bmean, bscale = _embedding_stats(Y)
     return (
@@ -1003,7 +1011,7 @@ def fit_parametric(
 
     # validation split (cells), then the edges of each part
     split = np.random.default_rng([seed, 3])
-    n_val = int(round(s.validation_fraction * n))
+    n_val = round(s.validation_fraction * n)
     is_val = np.zeros(n, dtype=bool)
     if n_val:
         is_val[split.permutation(n)[:n_val]] = True
@@ -1185,7 +1193,7 @@ def _validation_set(is_val, heads, tails, weights, batch, n_rounds, Xs, rng, xp)
     h, t = vh[pick], vt[pick]
     val_cells = np.flatnonzero(is_val)
     neg = rng.integers(0, is_val.size, size=size)
-    cells = val_cells[: _VAL_ROWS] if val_cells.size > _VAL_ROWS else val_cells
+    cells = val_cells[:_VAL_ROWS] if val_cells.size > _VAL_ROWS else val_cells
     return {
         "X_head": Xs[xp.asarray(h)],
         "X_tail": Xs[xp.asarray(t)],

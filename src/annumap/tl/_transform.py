@@ -532,8 +532,7 @@ def umap_inverse_transform(
     neighbors_key: str | None = None,
     n_jobs: int | None = None,
 ) -> AnnData:
-    """Reconstruct the data at positions of a parametric UMAP (ParametricUMAP's
-    ``inverse_transform``).
+    """Reconstruct the data at positions of a parametric UMAP (``inverse_transform``).
 
     Needs a reference embedded with ``tl.umap(adata_ref, method='parametric',
     parametric_kwds={{'parametric_reconstruction': True}})``: its decoder (stored in
