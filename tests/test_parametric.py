@@ -356,8 +356,9 @@ def test_tl_umap_parametric_stores_plain_model_history_and_settings(parametric_b
 
 
 def test_default_parametric_settings_and_rules():
-    s = P.ParametricSettings().resolved(500, 0.5)
+    s = P.ParametricSettings().resolved(None, 0.5)
     assert s.n_training_epochs == 60 and s.learning_rate == pytest.approx(2.5e-2)
+    assert P.ParametricSettings().resolved(500, 1.0).n_training_epochs == 60
     assert s.decoder_layers == (100, 100, 100) and s.patience == 10
     assert P.ParametricSettings(encoder_layers=(8, 16)).resolved(200, 1.0).decoder_layers == (
         16,

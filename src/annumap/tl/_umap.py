@@ -354,8 +354,8 @@ def umap(
         - ``global_correlation_loss_weight`` (0): weight of ``-r``, the Pearson correlation of
           the pairwise distances within a batch in the data and in the embedding;
         - ``batch_size`` (None: ``min(1024, max(32, n_train // 8))`` positive edges per step),
-          ``n_training_epochs`` (None: ``max(1, round(0.12 * n_epochs))``, 60 for 500; an
-          epoch draws about one edge per training cell), ``learning_rate`` (None:
+          ``n_training_epochs`` (None: 60, or ``max(1, round(0.12 * maxiter))`` with a
+          ``maxiter``; an epoch draws about one edge per training cell), ``learning_rate`` (None:
           ``5e-2 * alpha``, Adam, decayed linearly to a tenth);
         - ``validation_fraction`` (0.1): share of cells held out, their edges giving the
           validation losses; ``patience`` (10) and ``min_delta`` (1e-3): stop when the
@@ -428,6 +428,8 @@ def umap(
         a_, b_ = find_ab(p["spread"], p["min_dist"])
     n_epochs = p["maxiter"] or default_n_epochs(adata.n_obs)
     init, init_name = _init_positions(adata, init_pos, neighbors, p["n_components"], seed)
+    if "settings" in layout_kwds:
+        layout_kwds["settings"] = layout_kwds["settings"].resolved(p["maxiter"], p["alpha"])
     embedding, extras = run_layout(
         method,
         neighbors.connectivities,
@@ -478,8 +480,7 @@ def umap(
     if p["maxiter"] is not None:  # umap_transform's default epochs follow custom ones
         params["maxiter"] = p["maxiter"]
     if "settings" in layout_kwds:
-        resolved = layout_kwds["settings"].resolved(n_epochs, p["alpha"])
-        params["parametric_kwds"] = resolved.to_dict()
+        params["parametric_kwds"] = layout_kwds["settings"].to_dict()
 
     # ---- write, all at once
     target = adata.copy() if copy else adata
