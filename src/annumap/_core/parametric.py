@@ -71,10 +71,13 @@ __all__ = [
     "ParametricSettings",
     "batch_loss_and_grads",
     "check_parametric_kwds",
+    "correlation_loss",
     "fit_parametric",
     "init_decoder",
     "init_encoder",
     "parametric_layout",
+    "train_encoder",
+    "umap_batch_loss",
 ]
 
 logger = logging.getLogger("annumap")
@@ -143,8 +146,7 @@ class ParametricSettings:
     min_delta: float = 1e-3
 
     def resolved(self, maxiter: int | None, alpha: float) -> ParametricSettings:
-        """A copy with every ``None`` replaced by its value for ``tl.umap``'s ``maxiter``
-        (``None``: its default) and ``alpha``."""
+        """A copy with every ``None`` replaced (``maxiter``: tl.umap's, None for its default)."""
         from dataclasses import replace
 
         return replace(
@@ -1289,9 +1291,10 @@ def parametric_layout(
     """The ``method='parametric'`` backend of ``tl.umap`` (the layout-backend signature).
 
     Trains on ``graph`` (pruned and symmetrised as the layout does for ``n_epochs``) with the
-    resolved ``settings`` (default: :class:`ParametricSettings` resolved for ``alpha``). ``init`` only fixes
-    the number of dimensions: the encoder starts from random weights. Returns the encoder's
-    embedding of the training data and the extras for ``.uns[key]``: ``encoder``
+    resolved ``settings`` (default: :class:`ParametricSettings` resolved for ``alpha``).
+    ``init`` only fixes the number of dimensions: the encoder starts from random weights.
+    Returns the encoder's embedding of the training data and the extras for ``.uns[key]``:
+    ``encoder``
     (:meth:`Encoder.to_dict`), ``decoder`` (with ``parametric_reconstruction``), ``history``
     (plain float32 arrays per epoch, :class:`ParametricResult`) and ``training`` (the
     :class:`ParametricResult` info: ``best_epoch``, ``stopped_early``, ...).
