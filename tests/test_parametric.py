@@ -315,7 +315,7 @@ def test_training_rejects_an_edgeless_graph_and_unresolved_settings():
 def parametric_blobs():
     adata = make_adata(n=600, dim=10, centers=4, seed=5)
     annumap.pp.neighbors(adata, n_neighbors=15)
-    # a small data set: a smaller step than the default 5e-2 lets the decoder settle in 25 epochs
+    # a small data set: a smaller step than the default 2e-2 lets the decoder settle in 25 epochs
     kw = {"parametric_reconstruction": True, "n_training_epochs": 25, "encoder_layers": [64, 64],
           "learning_rate": 1e-2}  # fmt: skip
     annumap.tl.umap(adata, method="parametric", parametric_kwds=kw)
@@ -357,7 +357,7 @@ def test_tl_umap_parametric_stores_plain_model_history_and_settings(parametric_b
 
 def test_default_parametric_settings_and_rules():
     s = P.ParametricSettings().resolved(None, 0.5)
-    assert s.n_training_epochs == 60 and s.learning_rate == pytest.approx(2.5e-2)
+    assert s.n_training_epochs == 60 and s.learning_rate == pytest.approx(1e-2)
     assert P.ParametricSettings().resolved(500, 1.0).n_training_epochs == 60
     assert s.decoder_layers == (100, 100, 100) and s.patience == 10
     assert P.ParametricSettings(encoder_layers=(8, 16)).resolved(200, 1.0).decoder_layers == (

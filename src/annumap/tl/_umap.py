@@ -356,7 +356,7 @@ def umap(
         - ``batch_size`` (None: ``min(1024, max(32, n_train // 8))`` positive edges per step),
           ``n_training_epochs`` (None: 60, or ``max(1, round(0.12 * maxiter))`` with a
           ``maxiter``; an epoch draws about one edge per training cell), ``learning_rate`` (None:
-          ``5e-2 * alpha``, Adam, decayed linearly to a tenth);
+          ``2e-2 * alpha``, Adam, decayed linearly to a tenth);
         - ``validation_fraction`` (0.1): share of cells held out, their edges giving the
           validation losses; ``patience`` (10) and ``min_delta`` (1e-3): stop when the
           monitored loss (validation total, else training total) has not improved by that
