@@ -1,9 +1,10 @@
-"""Embedding new cells: annumap's umap_transform (both ways) vs umap-learn's UMAP.transform.
+"""Embedding new cells: annumap's umap_transform (both ways) vs umap-learn's UMAP.transform;
+parametric vs non-parametric fit on CBMC and MNIST 70k.
 
-Run (from the repository root, with the ``test`` extra installed; ~6 min on 2 cores)::
+Run (from the repository root, with the ``test`` extra installed; ~25 min on 2 shared cores)::
 
-    .venv/bin/python benchmarks/transform.py
-    .venv/bin/python benchmarks/transform.py --repeats 2
+    .venv/bin/python benchmarks/transform.py                 # --repeats 3, CBMC and MNIST
+    .venv/bin/python benchmarks/transform.py --repeats 1 --skip-mnist
 
 Data: CBMC (8,617 cells, ``data/``) split 80/20 by cells (seed 0); the reference is
 normalise-total + log1p + PCA 30 (fitted on the reference only, ``scanpy.pp.pca``); the query
@@ -21,9 +22,16 @@ Sides, each in a fresh process:
 
 ``cold`` = first call in the process (JIT compilation included: numba's on-disk cache is warm
 for annumap's kernels; umap-learn/pynndescent compile part of their code in every process),
-``warm`` = the same call again in that process. Quality: 15-NN label accuracy of the query
-against the reference embedding and the reference's 5-fold cross-validated 15-NN accuracy
-(``Unknown`` cells left out), as in ``tests/test_transform.py``.
+``warm`` = the same call again in that process; ``umap_warm`` = the ``tl.umap`` call alone
+(the graph excluded; 2 threads). Quality: 15-NN label accuracy of the query against the
+reference embedding and the reference's 5-fold cross-validated 15-NN accuracy (``Unknown``
+cells left out), as in ``tests/test_transform.py``; trustworthiness (k=15, 5,000-cell sample)
+and 15-NN preservation of the reference embedding (``_common.quality``).
+
+MNIST 70k (``--skip-mnist`` leaves it out): the cached exact 15-NN graph of PCA 50
+(``_common.graph_path``), ``tl.umap`` with ``method='umap'`` and ``method='parametric'``
+(default settings, 2 threads), one fresh process per side and run, sides alternated; time of
+the ``tl.umap`` call and the quality of the embedding.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import CACHE, ROOT, machine, run_fresh, save
+from _common import CACHE, ROOT, graph_path, machine, run_fresh, save
 
 SETUP = """
 t0 = time.perf_counter()
@@ -46,6 +54,18 @@ import numpy as np
 t_import = time.perf_counter() - t0
 d = np.load({path!r}, allow_pickle=False)
 Xr, Xq, yr, yq = d["Xr"], d["Xq"], d["yr"], d["yq"]
+
+def quality_of(Yr):
+    sys.path.insert(0, "benchmarks")
+    from _common import quality
+    from annumap._core.curve import find_ab
+    import scipy.sparse as sp
+    from annumap._core.knn._exact import exact_knn
+    from annumap._core.fuzzy import fuzzy_simplicial_set
+    a, b = find_ab(1.0, 0.5)
+    idx, dist = exact_knn(Xr, 15)
+    q = quality(Xr, Yr, fuzzy_simplicial_set(idx, dist), a, b)
+    return {{"trust": q["trust"], "knn_pres": q["knn_pres"]}}
 
 def score(Yr, Yq):
     from sklearn.model_selection import cross_val_score
@@ -62,18 +82,25 @@ for label in ("cold", "warm"):
     t = time.perf_counter(); Yq = transform(model, Xq)
     out["transform_" + label] = time.perf_counter() - t
 out["query_acc"], out["ref_cv"] = score(embedding(model), Yq)
+out.update(quality_of(embedding(model)))
+out.update(TIMES)
 print(json.dumps(out))
 """
 
 ANNUMAP = """
 import anndata as ad
 import annumap
+TIMES = {{}}
 
 def fit(X):
     a = ad.AnnData(np.zeros((X.shape[0], 1), dtype=np.float32))
     a.obsm["X_pca"] = X
     annumap.pp.neighbors(a, n_neighbors=15, use_rep="X_pca")
-    annumap.tl.umap(a, method={method!r})
+    t = time.perf_counter()
+    annumap.tl.umap(a, method={method!r}, n_jobs=2)
+    TIMES["umap_cold" if "umap_cold" not in TIMES else "umap_warm"] = time.perf_counter() - t
+    if {method!r} == "parametric":
+        TIMES["epochs_run"] = int(a.uns["umap"]["training"]["n_epochs_run"])
     return a
 
 def transform(ref, X):
@@ -88,6 +115,7 @@ def embedding(ref):
 
 UMAP_LEARN = """
 import umap
+TIMES = {}
 
 def fit(X):
     return umap.UMAP(n_neighbors=15, min_dist=0.5, random_state=0).fit(X)
@@ -134,26 +162,83 @@ def prepare() -> Path:
     return path
 
 
+MNIST = """
+import anndata as ad
+import numpy as np
+import annumap
+from _common import quality
+a = ad.read_h5ad({path!r})
+annumap.tl.umap(a, method={method!r}, n_jobs=2, maxiter=5 if {method!r} == "umap" else None,
+                parametric_kwds={{"n_training_epochs": 1}} if {method!r} == "parametric" else None)
+t = time.perf_counter()
+annumap.tl.umap(a, method={method!r}, n_jobs=2)
+out = {{"umap_s": time.perf_counter() - t}}
+p = a.uns["umap"]["params"]
+q = quality(a.obsm["X_pca"], a.obsm["X_umap"], a.obsp["connectivities"], p["a"], p["b"])
+out.update(trust=q["trust"], knn_pres=q["knn_pres"])
+if {method!r} == "parametric":
+    out["epochs_run"] = int(a.uns["umap"]["training"]["n_epochs_run"])
+print(json.dumps(out))
+"""
+
+
+def mnist(repeats: int) -> dict:
+    """tl.umap vs tl.umap(method='parametric') on the cached MNIST 70k graph."""
+    path = str(graph_path("mnist70k"))
+    runs: dict[str, list[dict]] = {"umap": [], "parametric": []}
+    for rep in range(repeats):
+        for side in runs if rep % 2 == 0 else reversed(list(runs)):
+            print(f"mnist70k {side} run {rep + 1}", file=sys.stderr, flush=True)
+            code = "sys.path.insert(0, 'benchmarks')\n" + MNIST.format(path=path, method=side)
+            runs[side].append(run_fresh(code))
+            print(runs[side][-1], file=sys.stderr, flush=True)
+    median = {
+        side: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for side, rs in runs.items()
+    }
+    return {"runs": runs, "median": median}
+
+
 def table(median: dict, n_ref: int, n_query: int) -> str:
     ul = median["umap-learn"]
     lines = [
         f"CBMC: {n_ref} reference cells, {n_query} query cells (PCA 30)\n",
-        "| side | fit cold (s) | fit warm (s) | transform cold (s) | transform warm (s) "
-        "| transform warm ratio umap-learn/side | query acc | ref CV acc |",
-        "|" + "---|" * 8,
+        "| side | fit cold (s) | fit warm (s) | tl.umap warm (s) | transform cold (s) "
+        "| transform warm (s) | transform warm ratio umap-learn/side | query acc | ref CV acc "
+        "| query/CV | trustw. | kNN pres. |",
+        "|" + "---|" * 12,
     ]
     for side, m in median.items():
+        umap_warm = f"{m['umap_warm']:.2f}" if "umap_warm" in m else "-"
         lines.append(
-            f"| {side} | {m['fit_cold']:.2f} | {m['fit_warm']:.2f} | {m['transform_cold']:.2f} "
+            f"| {side} | {m['fit_cold']:.2f} | {m['fit_warm']:.2f} | {umap_warm} "
+            f"| {m['transform_cold']:.2f} "
             f"| {m['transform_warm']:.3f} | {ul['transform_warm'] / m['transform_warm']:.1f}x "
-            f"| {m['query_acc']:.3f} | {m['ref_cv']:.3f} |"
+            f"| {m['query_acc']:.3f} | {m['ref_cv']:.3f} | {m['query_acc'] / m['ref_cv']:.3f} "
+            f"| {m['trust']:.4f} | {m['knn_pres']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def mnist_table(median: dict) -> str:
+    lines = [
+        "MNIST 70k (PCA 50, exact 15-NN graph)\n",
+        "| method | tl.umap (s) | ratio to umap | trustw. | kNN pres. | epochs run |",
+        "|---|---|---|---|---|---|",
+    ]
+    base = median["umap"]["umap_s"]
+    for side, m in median.items():
+        epochs = f"{m['epochs_run']:.0f}" if "epochs_run" in m else "-"
+        lines.append(
+            f"| {side} | {m['umap_s']:.2f} | {m['umap_s'] / base:.2f} | {m['trust']:.4f} "
+            f"| {m['knn_pres']:.3f} | {epochs} |"
         )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-mnist", action="store_true")
     args = parser.parse_args()
     path = prepare()
     with np.load(path) as d:
@@ -168,12 +253,16 @@ def main() -> None:
     median = {
         side: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for side, rs in runs.items()
     }
-    save(
-        "transform",
-        {"machine": machine(), "n_ref": n_ref, "n_query": n_query, "runs": runs, "median": median},
-    )
+    result = {"machine": machine(), "n_ref": n_ref, "n_query": n_query, "runs": runs,
+              "median": median}  # fmt: skip
+    if not args.skip_mnist:
+        result["mnist70k"] = mnist(args.repeats)
+    save("transform", result)
     print(f"Machine: {machine()}\n")
     print(table(median, n_ref, n_query))
+    if "mnist70k" in result:
+        print()
+        print(mnist_table(result["mnist70k"]["median"]))
 
 
 if __name__ == "__main__":

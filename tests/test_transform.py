@@ -157,7 +157,8 @@ def test_transform_writes_query_only(fitted_blobs):
     assert Y.dtype == np.float32 and Y.shape == (query.n_obs, 2) and np.isfinite(Y).all()
     params = out.uns["umap_transform"]["params"]
     assert params["method"] == "umap" and params["n_neighbors"] == 15
-    assert params["n_epochs"] == 100 and params["knn_backend"] == "exact"
+    # the reference was fitted with maxiter=200: umap-learn's transform runs 200 // 3 epochs
+    assert params["n_epochs"] == 66 and params["knn_backend"] == "exact"
     assert params["representation"] == "adata_query.X"
     assert annumap.tl.umap_transform(query, ref, key_added="U", maxiter=20) is None
     assert query.obsm["U"].shape == Y.shape and "U" in query.uns
@@ -436,3 +437,38 @@ def test_cbmc_query_cells_land_among_their_type(method, maxiter):
 def test_cbmc_full_query_cells_land_among_their_type(method):
     ref, query = _cbmc_split(None)
     _check_mapping(ref, query, method)
+
+
+@pytest.mark.parametrize(
+    ("ref_epochs", "n_query"), [(None, 40), (None, 10_001), (90, 40), (31, 10_001)]
+)
+def test_default_epochs_equal_umap_learns_transform(monkeypatch, ref_epochs, n_query):
+    """umap-learn's UMAP.transform: n_epochs // 3 of custom fit epochs, else 100 / 30 (query
+    points up to / above 10,000): recorded from its own call of the SGD."""
+    umap = pytest.importorskip("umap")
+    import umap.umap_ as umap_
+
+    rng = np.random.default_rng(0)
+    R = rng.normal(size=(200, 5)).astype(np.float32)
+    Q = rng.normal(size=(n_query, 5)).astype(np.float32)
+    model = umap.UMAP(n_neighbors=10, n_epochs=ref_epochs, random_state=0).fit(R)
+    seen = []
+
+    def record(embedding, ref, head, tail, n_epochs, *args, **kwargs):
+        seen.append(n_epochs)
+        return embedding
+
+    monkeypatch.setattr(umap_, "optimize_layout_euclidean", record)
+    model.transform(Q)
+    assert seen == [core.default_transform_epochs(n_query, ref_epochs)]
+    # and tl.umap_transform applies it: a reference fitted with maxiter=ref_epochs
+    if n_query == 40:
+        adata = make_adata(n=200, dim=5)
+        annumap.pp.neighbors(adata, n_neighbors=10)
+        annumap.tl.umap(adata, maxiter=ref_epochs or 40)
+        if ref_epochs is None:  # a default-epochs reference, as written before maxiter was kept
+            del adata.uns["umap"]["params"]["maxiter"]
+            adata.uns["umap"]["params"]["n_epochs"] = 500
+        query = make_adata(n=n_query, dim=5, seed=1)
+        annumap.tl.umap_transform(query, adata)
+        assert query.uns["umap_transform"]["params"]["n_epochs"] == seen[0]

@@ -9,12 +9,12 @@ Steps, as umap-learn 0.5 does them:
    :func:`.fuzzy.smooth_knn_dist` with ``local_connectivity=0`` (a zero distance gives weight 1);
 3. initial positions (:func:`init_positions`): the weighted mean of the neighbours' embedding,
    or exactly the position of a reference point at distance 0;
-4. a short SGD (:func:`optimize_transform`): ``n_epochs`` (default 100 up to 10,000 query
-   points, 30 above), edges below ``max(w) / n_epochs`` dropped, the layout's sampling
-   schedule and umap-learn's learning-rate decay (:func:`.layout.sampling_schedule`,
-   :func:`.layout.learning_rates`) from ``alpha / 4``, negatives drawn from the reference, the
-   reference fixed: umap-learn's serial update of each query point, as the layout kernel runs
-   it, without ``move_other``.
+4. a short SGD (:func:`optimize_transform`): ``n_epochs`` (:func:`default_transform_epochs`:
+   100 up to 10,000 query points, 30 above, or a third of the reference's custom epochs), edges
+   below ``max(w) / n_epochs`` dropped, the layout's sampling schedule and umap-learn's
+   learning-rate decay (:func:`.layout.sampling_schedule`, :func:`.layout.learning_rates`)
+   from ``alpha / 4``, negatives drawn from the reference, the reference fixed: umap-learn's
+   serial update of each query point, as the layout kernel runs it, without ``move_other``.
 
 The optimisation is parallel over query points and deterministic for a seed whatever the
 number of threads (each query point moves only itself against the fixed reference).
@@ -48,8 +48,16 @@ logger = logging.getLogger("annumap")
 _STREAM = 0x7A3F
 
 
-def default_transform_epochs(n_query: int) -> int:
-    """umap-learn's default for ``transform``: 100 epochs up to 10,000 query points, 30 above."""
+def default_transform_epochs(n_query: int, reference_epochs: int | None = None) -> int:
+    """umap-learn's ``UMAP.transform`` epochs (0.5.12).
+
+    ``reference_epochs // 3`` when the reference was fitted with a custom number of epochs
+    (umap-learn's ``n_epochs`` not None), else 100 up to 10,000 query points and 30 above
+    (umap-learn compares the number of rows of the query's graph, i.e. of query points). At
+    least 1.
+    """
+    if reference_epochs is not None:
+        return max(1, int(reference_epochs) // 3)
     return 100 if n_query <= 10_000 else 30
 
 

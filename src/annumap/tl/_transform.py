@@ -17,7 +17,7 @@ from ._umap import _int, _seed
 if TYPE_CHECKING:
     from anndata import AnnData
 
-__all__ = ["umap_transform"]
+__all__ = ["umap_inverse_transform", "umap_transform"]
 
 logger = logging.getLogger("annumap")
 
@@ -93,6 +93,22 @@ def _scalar(value: Any) -> Any:
     """A stored parameter as a Python scalar (old scanpy files hold e.g. ``array([10])``)."""
     arr = np.asarray(value)
     return arr.ravel()[0].item() if arr.size == 1 else value
+
+
+def _reference_epochs(umap_params: Mapping[str, Any], n_ref: int) -> int | None:
+    """The reference's epochs if they were chosen by the user (``maxiter``), else None.
+
+    ``tl.umap`` records ``maxiter`` when it was given; for files written before it did, stored
+    ``n_epochs`` other than the default for ``n_ref`` cells count as custom.
+    """
+    from .._core.layout import default_n_epochs
+
+    if "maxiter" in umap_params:
+        return int(_scalar(umap_params["maxiter"]))
+    if "n_epochs" in umap_params:
+        n_epochs = int(_scalar(umap_params["n_epochs"]))
+        return None if n_epochs == default_n_epochs(n_ref) else n_epochs
+    return None
 
 
 def _resolve_rep(ref: AnnData, params: Mapping[str, Any]) -> tuple[str, int | None]:
@@ -315,8 +331,9 @@ def umap_transform(
         ``'auto'``, ``'project'`` (always project ``.X`` with ``varm['PCs']``) or ``'query'``
         (always read ``adata_query.obsm``), as described above.
     maxiter
-        Epochs of the optimisation (default 100 up to 10,000 query cells, 30 above, as
-        umap-learn).
+        Epochs of the optimisation. Default as umap-learn's ``UMAP.transform``: a third of the
+        reference's epochs when ``tl.umap`` was given a ``maxiter``, else 100 up to 10,000
+        query cells and 30 above.
     random_state
         Seed of the optimisation's negative sampling (an int). Not used by ``'parametric'``.
     knn_backend
@@ -429,6 +446,11 @@ def umap_transform(
         else:
             a, b = find_ab(1.0, 0.5)
             logger.warning("adata_ref.uns[%r] has no a/b: using min_dist=0.5, spread=1.0", ref_uns)
+        from .._core.transform import default_transform_epochs
+
+        epochs = maxiter or default_transform_epochs(
+            adata_query.n_obs, _reference_epochs(umap_params, adata_ref.n_obs)
+        )
         Y, record = transform(
             X_ref,
             X_query,
@@ -436,7 +458,7 @@ def umap_transform(
             n_neighbors=int(_scalar(nparams.get("n_neighbors", 15))),
             a=a,
             b=b,
-            n_epochs=maxiter,
+            n_epochs=epochs,
             alpha=float(umap_params.get("alpha", 1.0)),
             gamma=float(umap_params.get("gamma", 1.0)),
             negative_sample_rate=float(umap_params.get("negative_sample_rate", 5.0)),
@@ -465,3 +487,167 @@ def umap_transform(
     target.obsm[out_obsm] = np.ascontiguousarray(Y, dtype=np.float32)
     target.uns[out_uns] = {"params": params}
     return target if copy else None
+
+
+def _coords(coords: Any, n_components: int) -> np.ndarray:
+    if hasattr(coords, "to_numpy"):
+        coords = coords.to_numpy()
+    Y = np.asarray(coords.toarray() if sparse.issparse(coords) else coords)
+    if Y.ndim == 1 and Y.size == n_components:
+        Y = Y[None, :]
+    if Y.dtype.kind not in "biuf":
+        msg = f"coords must be numeric, got dtype {Y.dtype}."
+        raise TypeError(msg)
+    if Y.ndim != 2 or Y.shape[1] != n_components or Y.shape[0] < 1:
+        msg = (
+            f"coords has shape {Y.shape}; expected (n_points, {n_components}): positions in the "
+            f"reference's {n_components}-D embedding."
+        )
+        raise ValueError(msg)
+    if not np.isfinite(Y).all():
+        msg = f"coords contains {int((~np.isfinite(Y)).sum())} NaN/inf values."
+        raise ValueError(msg)
+    return Y.astype(np.float32)
+
+
+def _gene_space(ref: AnnData, n_cols: int) -> tuple[np.ndarray, np.ndarray] | str:
+    """``(PCs.T, centre)`` with ``X ~ X_pca @ PCs.T + centre``, or why there is none."""
+    try:
+        PCs, offset, _ = _pca_projection(ref, n_cols)
+    except LookupError as err:
+        return str(err)
+    mean = np.asarray(ref.X.mean(axis=0), dtype=np.float64).ravel()
+    # centred PCA: offset = mean @ PCs and centre = mean; an uncentred one (offset ~ 0) adds
+    # back only the part of the mean outside the components' span
+    centre = mean + (offset - mean @ PCs) @ PCs.T
+    return PCs.T, centre
+
+
+@inject(n_jobs=doc_n_jobs)
+def umap_inverse_transform(
+    adata_ref: AnnData,
+    coords: Any,
+    *,
+    umap_key: str | None = None,
+    neighbors_key: str | None = None,
+    n_jobs: int | None = None,
+) -> AnnData:
+    """Reconstruct the data at positions of a parametric UMAP (``inverse_transform``).
+
+    Needs a reference embedded with ``tl.umap(adata_ref, method='parametric',
+    parametric_kwds={{'parametric_reconstruction': True}})``: its decoder (stored in
+    ``adata_ref.uns['umap']['decoder']``) maps each row of ``coords`` to the representation the
+    reference's neighbours were computed on (``use_rep``/``n_pcs`` of the neighbors entry:
+    ``.X``, the first ``n_pcs`` columns of ``.obsm['X_pca']``, or another ``.obsm`` key). When
+    that representation is ``X_pca`` and ``adata_ref.varm['PCs']`` reproduces it from
+    ``adata_ref.X`` (checked as in :func:`umap_transform`), the reconstruction is also mapped to
+    gene space: ``X_pca @ PCs.T`` plus the reference's mean expression, i.e. the expression the
+    PCA keeps (the part orthogonal to the components is the reference mean's).
+
+    Parameters
+    ----------
+    adata_ref
+        The reference; never modified.
+    coords
+        (n_points, n_components) positions in the reference's embedding (an array, a
+        DataFrame, or one position as a 1-D array).
+    umap_key
+        The reference's embedding entry (default ``'umap'``, ``.obsm['X_umap']``; use
+        ``tl.umap``'s ``key_added``).
+    neighbors_key
+        The reference's neighbors entry (default: the one recorded by ``tl.umap``).
+    {n_jobs}
+
+    Returns
+    -------
+    A new :class:`~anndata.AnnData` with one observation per row of ``coords``:
+
+    ``.X`` : float32 (n_points, n_vars) or None
+        Gene space: the reconstruction itself when the neighbours used ``.X``, its PCA
+        back-projection when they used ``X_pca`` with valid loadings, else None (and no
+        ``.var``).
+    ``.obsm[rep]`` : float32 (n_points, n_features)
+        The reconstruction in the representation the neighbours used (``rep`` is its key,
+        e.g. ``'X_pca'``; absent when that is ``.X``).
+    ``.obsm['X_umap']`` (the reference's key)
+        ``coords``.
+    ``.uns['umap_inverse_transform']['params']``
+        ``representation`` (e.g. ``"adata.obsm['X_pca'][:, :30]"``), ``gene_space``
+        (bool), ``gene_space_from`` (how ``.X`` was obtained, or why it is None), ``umap_key``.
+
+    Raises
+    ------
+    KeyError
+        The reference has no decoder (it was not fitted with ``parametric_reconstruction``).
+
+    Examples
+    --------
+    >>> annumap.tl.umap(ref, method="parametric",  # doctest: +SKIP
+    ...                 parametric_kwds={{"parametric_reconstruction": True}})
+    >>> out = annumap.tl.umap_inverse_transform(ref, [[0.0, 1.0], [2.0, 3.0]])  # doctest: +SKIP
+    >>> out.X.shape  # doctest: +SKIP
+    (2, 500)
+    """
+    import anndata as ad
+    import pandas as pd
+
+    from .._core.parametric import Decoder
+
+    check_adata(adata_ref, "adata_ref")
+    _key(umap_key, "umap_key")
+    _key(neighbors_key, "neighbors_key")
+    from .._core._numba import resolve_n_jobs
+
+    resolve_n_jobs(n_jobs)
+    ref_obsm, ref_uns = ("X_umap", "umap") if umap_key is None else (umap_key, umap_key)
+    info = adata_ref.uns.get(ref_uns)
+    info = info if isinstance(info, Mapping) else {}
+    if "decoder" not in info:
+        what = "an encoder but no decoder" if "encoder" in info else "no parametric model"
+        msg = (
+            f"adata_ref.uns[{ref_uns!r}] holds {what}: run annumap.tl.umap(adata_ref, "
+            "method='parametric', parametric_kwds={'parametric_reconstruction': True}) first."
+        )
+        raise KeyError(msg)
+    decoder = Decoder.from_dict(info["decoder"], f"adata_ref.uns[{ref_uns!r}]['decoder']")
+    Y = _coords(coords, decoder.n_in)
+    umap_params = dict(info.get("params", {}))
+    nkey = neighbors_key or str(umap_params.get("neighbors_key", "neighbors"))
+    rep, n_pcs = _resolve_rep(adata_ref, _neighbors_params(adata_ref, nkey))
+    X_ref, where = choose_representation(adata_ref, rep, n_pcs)
+    if X_ref.shape[1] != decoder.n_out:
+        msg = (
+            f"the stored decoder outputs {decoder.n_out} features, but the reference's "
+            f"representation {where} has {X_ref.shape[1]}."
+        )
+        raise ValueError(msg)
+
+    recon = decoder.transform(Y, n_jobs=n_jobs)
+    X_genes, var, gene_from = None, None, ""
+    if rep == "X":
+        X_genes, var, gene_from = recon, adata_ref.var.copy(), "the reconstruction (of .X)"
+    elif rep == "X_pca":
+        back = _gene_space(adata_ref, decoder.n_out)
+        if isinstance(back, str):
+            gene_from = f"none: {back}"
+        else:
+            PCsT, centre = back
+            X_genes = (recon.astype(np.float64) @ PCsT + centre).astype(np.float32)
+            var = adata_ref.var.copy()
+            gene_from = f"obsm[{rep!r}] @ adata_ref.varm['PCs'][:, :{decoder.n_out}].T + mean(.X)"
+    else:
+        gene_from = f"none: the reference's neighbours used {rep!r}, not X_pca"
+    obs = pd.DataFrame(index=[str(i) for i in range(Y.shape[0])])
+    out = ad.AnnData(X=X_genes, obs=obs, var=var)
+    if rep != "X":
+        out.obsm[rep] = recon
+    out.obsm[ref_obsm] = Y
+    out.uns["umap_inverse_transform"] = {
+        "params": {
+            "representation": where,
+            "gene_space": X_genes is not None,
+            "gene_space_from": gene_from,
+            "umap_key": ref_obsm,
+        }
+    }
+    return out

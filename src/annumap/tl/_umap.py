@@ -111,6 +111,18 @@ def check_params(
     return out
 
 
+def _parametric_settings(method: str, kwds: Any) -> dict[str, Any]:
+    """The backend keywords of ``parametric_kwds`` (validated; an error unless parametric)."""
+    if kwds is not None and method != "parametric":
+        msg = f"parametric_kwds is only used by method='parametric', not method={method!r}."
+        raise ValueError(msg)
+    if method != "parametric":
+        return {}
+    from .._core.parametric import check_parametric_kwds
+
+    return {"settings": check_parametric_kwds(kwds)}
+
+
 def _init_positions(
     adata: AnnData,
     init_pos: Any,
@@ -272,6 +284,7 @@ def umap(
     n_jobs: int | None = None,
     progress: bool | None = None,
     callback: LayoutCallback | None = None,
+    parametric_kwds: dict[str, Any] | None = None,
 ) -> AnnData | None:
     """Embed the neighbour graph with UMAP (McInnes et al. 2018).
 
@@ -313,13 +326,16 @@ def umap(
         the same schedule, negative samples and objective, with each epoch's steps computed
         together rather than edge by edge, so its embedding differs from ``'umap'``'s.
         ``'rapids'``: ehrapy's name, an alias of ``'cupy'`` (FutureWarning).
-        ``'parametric'``: trains an MLP encoder (3 hidden layers of 100, ReLU; NumPy, Adam)
-        on the representation the neighbours used, with the UMAP loss on batches of graph
-        edges and uniform negatives (``0.4 * n_epochs`` epochs of about ``n_obs`` edges;
-        ``alpha`` scales Adam's step 3e-3; ``init_pos`` is not used). ``.obsm`` gets the
-        encoder's output; ``.uns[key]['encoder']`` holds the weights as float32 arrays, the
-        layer sizes, ``loss_history`` and the settings, so ``write_h5ad`` carries the model and
-        :func:`annumap.tl.umap_transform` embeds new cells with one forward pass.
+        ``'parametric'``: trains an MLP encoder (umap-learn's ParametricUMAP; NumPy, Adam,
+        deterministic for a ``random_state`` whatever ``n_jobs``) on the representation the
+        neighbours used, with the UMAP loss on batches of graph edges and uniform negatives;
+        ``parametric_kwds`` sets the network and the training; ``init_pos`` is not used.
+        ``.obsm`` gets the encoder's output; ``.uns[key]`` holds the model as plain arrays
+        (``encoder``, and ``decoder`` with ``parametric_reconstruction``), the per-epoch
+        ``history`` of the losses, ``training`` (``best_epoch``, ``stopped_early``,
+        ``n_epochs_run``, ...) and ``params['parametric_kwds']`` (all settings, resolved), so
+        ``write_h5ad`` carries the model: :func:`annumap.tl.umap_transform` embeds new cells
+        with one forward pass, :func:`annumap.tl.umap_inverse_transform` maps positions back.
     neighbors_key
         Read the graph from ``.uns[neighbors_key]`` (default ``'neighbors'``).
     key_added
@@ -330,6 +346,28 @@ def umap(
     callback
         ``callback(epoch, n_epochs, embedding)`` after each epoch; return True to stop early.
         An exception raised in it aborts the call and leaves ``adata`` unchanged.
+    parametric_kwds
+        Options of ``method='parametric'`` (an error with any other method), by
+        ParametricUMAP's names; unknown keys raise a KeyError listing the valid ones, before
+        any work:
+
+        - ``encoder_layers`` (``(100, 100, 100)``), ``decoder_layers`` (None: reversed
+          encoder layers): hidden sizes; ``activation`` of the hidden layers: ``'relu'``
+          (default), ``'leaky_relu'``, ``'elu'``, ``'tanh'``, ``'sigmoid'``, ``'softplus'``;
+        - ``parametric_reconstruction`` (False): also train a decoder from the embedding to the
+          representation (mean squared error of the standardised representation, times
+          ``parametric_reconstruction_loss_weight``, 1.0); ``autoencoder_loss`` (False): let
+          that loss train the encoder too (else its gradient stops at the embedding);
+        - ``global_correlation_loss_weight`` (0): weight of ``-r``, the Pearson correlation of
+          the pairwise distances within a batch in the data and in the embedding;
+        - ``batch_size`` (None: ``min(1024, max(32, n_train // 8))`` positive edges per step),
+          ``n_training_epochs`` (None: 60, or ``max(1, round(0.12 * maxiter))`` with a
+          ``maxiter``; an epoch draws about one edge per training cell), ``learning_rate`` (None:
+          ``2e-2 * alpha``, Adam, decayed linearly to a tenth);
+        - ``validation_fraction`` (0.1): share of cells held out, their edges giving the
+          validation losses; ``patience`` (10) and ``min_delta`` (1e-3): stop when the
+          monitored loss (validation total, else training total) has not improved by that
+          relative amount for ``patience`` epochs, keeping the best epoch's weights.
 
     Returns
     -------
@@ -339,7 +377,10 @@ def umap(
         The embedding.
     ``.uns['umap']`` : dict
         ``params``: ``a``, ``b`` (and ``random_state`` when not 0, as scanpy), plus ``min_dist``,
-        ``spread``, ``n_epochs``, ``init_pos``, ``method``, ``neighbors_key``.
+        ``spread``, ``n_epochs``, ``init_pos``, ``method``, ``neighbors_key`` (``maxiter``
+        when given: :func:`annumap.tl.umap_transform` then runs a third of it, as
+        umap-learn). With ``method='parametric'`` also ``encoder``, ``decoder``, ``history``,
+        ``training`` and ``params['parametric_kwds']`` (see ``method``).
 
     Examples
     --------
@@ -379,6 +420,7 @@ def umap(
         msg = f"key_added must be a non-empty str or None, got {key_added!r}."
         raise ValueError(msg)
     obsm_key, uns_key = ("X_umap", "umap") if key_added is None else (key_added, key_added)
+    layout_kwds = _parametric_settings(method, parametric_kwds)
     neighbors = read_neighbors(adata, neighbors_key)
     if neighbors.params.get("method", "umap") != "umap":
         logger.warning(
@@ -393,6 +435,8 @@ def umap(
         a_, b_ = find_ab(p["spread"], p["min_dist"])
     n_epochs = p["maxiter"] or default_n_epochs(adata.n_obs)
     init, init_name = _init_positions(adata, init_pos, neighbors, p["n_components"], seed, n_epochs)
+    if "settings" in layout_kwds:
+        layout_kwds["settings"] = layout_kwds["settings"].resolved(p["maxiter"], p["alpha"])
     embedding, extras = run_layout(
         method,
         neighbors.connectivities,
@@ -408,6 +452,7 @@ def umap(
         callback=callback,
         progress=progress,
         data=lambda: _representation(adata, neighbors, seed),
+        **layout_kwds,
     )
     if not np.isfinite(embedding).all():
         # e.g. a or b so extreme that a * d**(2b) overflows in the float32 kernel
@@ -439,6 +484,10 @@ def umap(
         method=method,
         neighbors_key=neighbors.key,
     )
+    if p["maxiter"] is not None:  # umap_transform's default epochs follow custom ones
+        params["maxiter"] = p["maxiter"]
+    if "settings" in layout_kwds:
+        params["parametric_kwds"] = layout_kwds["settings"].to_dict()
 
     # ---- write, all at once
     target = adata.copy() if copy else adata
