@@ -126,8 +126,11 @@ def _push(idx, dist, flag, j, d):  # pragma: no cover - numba
 
 @njit
 def _rp_tree(X, key, leaf_size, order, starts):  # pragma: no cover - numba
-    """One random projection tree: ``order`` permuted so that leaves are contiguous, leaf
-    ``l`` being ``order[starts[l]:starts[l + 1]]``; returns the number of leaves."""
+    """One random projection tree; returns its number of leaves.
+
+    ``order`` is permuted so that leaves are contiguous: leaf ``l`` is
+    ``order[starts[l]:starts[l + 1]]``.
+    """
     n, dim = X.shape
     for i in range(n):
         order[i] = i
@@ -175,7 +178,7 @@ def _rp_tree(X, key, leaf_size, order, starts):  # pragma: no cover - numba
                 order[j] = p
                 j -= 1
         mid = i
-        if mid == lo or mid == hi:  # all on one side (duplicates): split in the middle
+        if mid in (lo, hi):  # all on one side (duplicates): split in the middle
             mid = lo + size // 2
         stack_lo[sp] = mid
         stack_hi[sp] = hi
@@ -194,7 +197,8 @@ def _rp_forest(X, key, leaf_size, order, starts, n_leaves):  # pragma: no cover 
 
 
 @njit(parallel=True, fastmath=_FAST)
-def _leaf_join(X, order, starts, n_leaves, n_targets, heap_idx, heap_dist, heap_flag):  # pragma: no cover - numba
+def _leaf_join(X, order, starts, n_leaves, n_targets, heap_idx, heap_dist,
+               heap_flag):  # pragma: no cover - numba  # fmt: skip
     """All pairs of each leaf of one tree into both points' heaps (targets ``< n_targets``)."""
     for leaf in prange(n_leaves):
         lo = starts[leaf]
@@ -254,7 +258,8 @@ def _sample(cand, prio, count, j, p):  # pragma: no cover - numba
 
 
 @njit(parallel=True)
-def _candidates(heap_idx, heap_flag, ptr, src, src_flag, key, new_c, new_n, old_c, old_n):  # pragma: no cover - numba
+def _candidates(heap_idx, heap_flag, ptr, src, src_flag, key, new_c, new_n, old_c,
+                old_n):  # pragma: no cover - numba  # fmt: skip
     """Per vertex, sampled new and old candidates among its forward and reverse neighbours.
 
     A forward neighbour sampled as new is flagged old in the vertex's own heap.
@@ -527,8 +532,10 @@ def _descent_ordered(
 
 
 def _finish(X, rows, cand, metric, k, *, with_self):
-    """Re-measure candidates in float64 on ``X`` and sort each row by (distance, index), the
-    row itself first when ``with_self``; keep ``k`` columns."""
+    """Re-measure candidates in float64 on ``X``; sort each row by (distance, index).
+
+    The row itself comes first when ``with_self``; ``k`` columns are kept.
+    """
     code = _METRIC_CODE[metric]
     out_idx = np.empty((rows.size, k), dtype=np.int64)
     out_dist = np.empty((rows.size, k), dtype=np.float32)
