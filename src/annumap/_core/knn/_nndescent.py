@@ -67,9 +67,9 @@ def nndescent_settings(n_obs: int, n_neighbors: int) -> dict[str, int | float]:
         "n_trees": 4 if n_obs < 200_000 else 6,
         "leaf_size": max(24, 2 * k),
         "n_iters": max(5, round(np.log2(max(n_obs, 2)))),
-        "max_candidates": min(24, max(k, 8)),
+        "max_candidates": min(16, max(k, 8)),
         "delta": 0.001,
-        "extra": 3,
+        "extra": 4,
     }
 
 
