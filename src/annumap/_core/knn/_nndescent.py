@@ -12,10 +12,12 @@ the scheduling:
 2. **Iterations** on the frozen graph of the previous one: each vertex samples up to
    ``max_candidates`` "new" and "old" candidates among its forward and reverse neighbours
    (priority = hash of (seed, iteration, pair), so the sample is a function of the graph only)
-   (:func:`_candidates`); the candidate lists are transposed (serially, :func:`_transpose`);
-   then each vertex ``i`` evaluates every ``j`` that shares a candidate list with it (at least
-   one of the two new) and pushes it into **its own** heap (:func:`_local_join`). Each pair is
-   evaluated from both sides: twice the distance work of the push formulation, no locks.
+   (:func:`_candidates`); the candidate lists are transposed serially (:func:`_transpose`).
+   Then, batch by batch of vertices ``v``, the distances among ``v``'s candidates are measured
+   once into ``v``'s own matrix (:func:`_pair_distances`: pairs with at least one new member,
+   rows read from cache), and every vertex ``i`` reads its row of the matrices of the lists it
+   is in and pushes those neighbours into **its own** heap (:func:`_pull`). No locks, no
+   order dependence; each pair is measured once, as in the usual formulation.
 3. Stop after ``n_iters`` iterations or when fewer than ``delta * n * k`` heap entries changed
    (an integer count: deterministic).
 4. The final neighbours are re-measured in float64 (:func:`_final_distances`) and sorted, the
@@ -45,9 +47,8 @@ _S32 = np.uint64(32)
 #: fastmath flags of the distance loops: reassociation lets the float32 sum vectorise (the same
 #: machine code runs for every thread count, so results stay bit-identical across n_jobs).
 _FAST = {"reassoc", "contract", "nsz"}
-#: Vertices per block of the local join, and the size of a block's candidate hash table.
-_BLOCK = 256
-_TABLE = 1 << 14
+#: Bytes of the per-batch candidate distance matrices (batch x 2m x (2m + 1) float32).
+_BATCH_BYTES = 128 * 2**20
 _METRIC_CODE = {"euclidean": 0, "l2": 0, "sqeuclidean": 1, "cosine": 2, "correlation": 3}
 #: Streams of the counter-based generator (kept apart from the layout's and transform's).
 _TREE_STREAM = 0x4E4E_0001
@@ -73,7 +74,7 @@ def nndescent_settings(n_obs: int, n_neighbors: int) -> dict[str, int | float]:
     }
 
 
-@njit(inline="always")
+@njit
 def _hash(key, a, b):  # pragma: no cover - numba
     """splitmix64 of (key, a, b) as uint64."""
     z = key + np.uint64(a) * GOLDEN
@@ -85,7 +86,7 @@ def _hash(key, a, b):  # pragma: no cover - numba
     return z ^ (z >> _S31)
 
 
-@njit(inline="always")
+@njit(fastmath=_FAST)
 def _sqdist(X, p, q):  # pragma: no cover - numba
     d = np.float32(0.0)
     for t in range(X.shape[1]):
@@ -94,7 +95,7 @@ def _sqdist(X, p, q):  # pragma: no cover - numba
     return d
 
 
-@njit(inline="always")
+@njit
 def _push(idx, dist, flag, j, d):  # pragma: no cover - numba
     """Push ``j`` at distance ``d`` into one max-heap (root = farthest) unless present; 1 if in."""
     if d >= dist[0]:
@@ -238,7 +239,7 @@ def _reverse(heap_idx, heap_flag, ptr, src, src_flag):  # pragma: no cover - num
                 fill[v] += 1
 
 
-@njit(inline="always")
+@njit
 def _sample(cand, prio, count, j, p):  # pragma: no cover - numba
     """Keep the ``cand.shape[0]`` entries of lowest (priority, index) in ``cand``; new count."""
     m = cand.shape[0]
@@ -299,8 +300,12 @@ def _candidates(heap_idx, heap_flag, ptr, src, src_flag, key, new_c, new_n, old_
 
 
 @njit
-def _transpose(cand, count, ptr, members):  # pragma: no cover - numba
-    """``members[ptr[i]:ptr[i + 1]]`` = the vertices whose candidate list holds ``i``."""
+def _transpose(cand, count, ptr, members, pos):  # pragma: no cover - numba
+    """Transpose candidate lists: who lists ``i``, and where.
+
+    ``members[ptr[i]:ptr[i + 1]]`` are the vertices whose list holds ``i`` (ascending) and
+    ``pos`` the place of ``i`` in each of those lists.
+    """
     n = cand.shape[0]
     ptr[:] = 0
     for v in range(n):
@@ -313,73 +318,80 @@ def _transpose(cand, count, ptr, members):  # pragma: no cover - numba
         for t in range(count[v]):
             i = cand[v, t]
             members[fill[i]] = v
+            pos[fill[i]] = t
             fill[i] += 1
 
 
-@njit(inline="always")
-def _seen(keys, stamps, j, i):  # pragma: no cover - numba
-    """True if ``j`` was already met for vertex ``i`` (open addressing, stamps = owner)."""
-    mask = keys.shape[0] - 1
-    slot = (np.uint64(j) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(48)
-    slot = np.int64(slot) & mask
-    while stamps[slot] == i:
-        if keys[slot] == j:
-            return True
-        slot = (slot + 1) & mask
-    stamps[slot] = i
-    keys[slot] = j
-    return False
-
-
-@njit(inline="always")
-def _try(X, i, j, hi, hd, hf, keys, stamps, n_targets):  # pragma: no cover - numba
-    if j == i or j >= n_targets or _seen(keys, stamps, j, i):
-        return 0
-    d = _sqdist(X, i, j)
-    if d >= hd[0]:
-        return 0
-    return _push(hi, hd, hf, j, d)
-
-
 @njit(parallel=True, fastmath=_FAST)
-def _local_join(X, n_targets, new_c, new_n, old_c, old_n, new_ptr, new_mem, old_ptr, old_mem,
-                heap_idx, heap_dist, heap_flag, updates):  # pragma: no cover - numba  # fmt: skip
-    """Each vertex pulls the members of the candidate lists it is in into its own heap.
+def _pair_distances(X, v0, new_c, new_n, old_c, old_n, D):  # pragma: no cover - numba
+    """For each vertex ``v = v0 + r`` of a batch, the distances among its candidates.
 
-    Vertices run in blocks of ``_BLOCK``; a block's hash table skips repeated candidates (each
-    distinct ``j`` is measured once per vertex). Only vertex ``i``'s heap and ``updates[i]``
-    are written for ``i``.
+    The list of ``v`` is its new candidates followed by its old ones (``L``);
+    ``D[r, a, b] = |L[a] - L[b]|^2`` for pairs with at least one new member and
+    ``D[r, a, -1] = |L[a] - v|^2``. The rows of one list are read once, from cache.
     """
-    n = heap_idx.shape[0]
-    n_blocks = (n + _BLOCK - 1) // _BLOCK
-    for blk in prange(n_blocks):
-        keys = np.empty(_TABLE, dtype=np.int64)
-        stamps = np.full(_TABLE, -1, dtype=np.int64)
-        for i in range(blk * _BLOCK, min(n, (blk + 1) * _BLOCK)):
-            hi = heap_idx[i]
-            hd = heap_dist[i]
-            hf = heap_flag[i]
-            c = 0
-            cap = _TABLE // 2  # past this many distinct candidates, stop (bounded probing)
-            met = 0
-            for e in range(new_ptr[i], new_ptr[i + 1]):
-                v = new_mem[e]
-                if met >= cap:
-                    break
-                c += _try(X, i, v, hi, hd, hf, keys, stamps, n_targets)
-                for t in range(new_n[v]):
-                    c += _try(X, i, new_c[v, t], hi, hd, hf, keys, stamps, n_targets)
-                for t in range(old_n[v]):
-                    c += _try(X, i, old_c[v, t], hi, hd, hf, keys, stamps, n_targets)
-                met += 1 + new_n[v] + old_n[v]
-            for e in range(old_ptr[i], old_ptr[i + 1]):
-                v = old_mem[e]
-                if met >= cap:
-                    break
-                for t in range(new_n[v]):
-                    c += _try(X, i, new_c[v, t], hi, hd, hf, keys, stamps, n_targets)
-                met += new_n[v]
-            updates[i] = c
+    width = D.shape[2] - 1
+    for r in prange(D.shape[0]):
+        v = v0 + r
+        nn = new_n[v]
+        total = nn + old_n[v]
+        L = np.empty(width, dtype=np.int64)
+        for a in range(nn):
+            L[a] = new_c[v, a]
+        for a in range(nn, total):
+            L[a] = old_c[v, a - nn]
+        Dr = D[r]
+        for a in range(total):
+            Dr[a, width] = _sqdist(X, L[a], v)
+        for a in range(nn):
+            for b in range(a + 1, total):
+                d = _sqdist(X, L[a], L[b])
+                Dr[a, b] = d
+                Dr[b, a] = d
+
+
+@njit(parallel=True)
+def _pull(v0, v1, n_targets, new_c, new_n, old_c, old_n, new_ptr, new_mem, new_pos, new_cur,
+          old_ptr, old_mem, old_pos, old_cur, D, heap_idx, heap_dist, heap_flag,
+          updates):  # pragma: no cover - numba  # fmt: skip
+    """Each vertex ``i`` pushes into its own heap what the batch ``[v0, v1)`` measured for it.
+
+    ``new_cur[i]`` and ``old_cur[i]`` walk ``i``'s memberships (ascending in ``v``) batch by
+    batch; only ``i``'s heap, cursors and ``updates[i]`` are written for ``i``.
+    """
+    width = D.shape[2] - 1
+    for i in prange(heap_idx.shape[0]):
+        hi = heap_idx[i]
+        hd = heap_dist[i]
+        hf = heap_flag[i]
+        c = 0
+        e = new_cur[i]
+        while e < new_ptr[i + 1] and new_mem[e] < v1:
+            v = new_mem[e]
+            a = new_pos[e]
+            Dr = D[v - v0]
+            if v < n_targets and Dr[a, width] < hd[0]:
+                c += _push(hi, hd, hf, v, Dr[a, width])
+            nn = new_n[v]
+            for b in range(nn + old_n[v]):
+                j = new_c[v, b] if b < nn else old_c[v, b - nn]
+                if b != a and j != i and j < n_targets and Dr[a, b] < hd[0]:
+                    c += _push(hi, hd, hf, j, Dr[a, b])
+            e += 1
+        new_cur[i] = e
+        e = old_cur[i]
+        while e < old_ptr[i + 1] and old_mem[e] < v1:
+            v = old_mem[e]
+            nn = new_n[v]
+            a = nn + old_pos[e]
+            Dr = D[v - v0]
+            for b in range(nn):
+                j = new_c[v, b]
+                if j != i and j < n_targets and Dr[a, b] < hd[0]:
+                    c += _push(hi, hd, hf, j, Dr[a, b])
+            e += 1
+        old_cur[i] = e
+        updates[i] += c
 
 
 @njit(parallel=True)
@@ -515,17 +527,30 @@ def _descent_ordered(
     old_ptr = np.empty(n + 1, dtype=np.int64)
     new_mem = np.empty(n * m, dtype=np.int32)
     old_mem = np.empty(n * m, dtype=np.int32)
+    new_pos = np.empty(n * m, dtype=np.int16)
+    old_pos = np.empty(n * m, dtype=np.int16)
+    new_cur = np.empty(n, dtype=np.int64)
+    old_cur = np.empty(n, dtype=np.int64)
     updates = np.empty(n, dtype=np.int64)
+    batch = max(1, min(n, _BATCH_BYTES // (4 * 2 * m * (2 * m + 1))))
+    D = np.empty((batch, 2 * m, 2 * m + 1), dtype=np.float32)
     limit = float(settings["delta"]) * n * K
     for it in range(int(settings["n_iters"])):
         _reverse(heap_idx, heap_flag, rev_ptr, rev_src, rev_flag)
         key = epoch_key(random_state, _ITER_STREAM + it)
         _candidates(heap_idx, heap_flag, rev_ptr, rev_src, rev_flag, key, new_c, new_n, old_c,
                     old_n)  # fmt: skip
-        _transpose(new_c, new_n, new_ptr, new_mem)
-        _transpose(old_c, old_n, old_ptr, old_mem)
-        _local_join(S, n_targets, new_c, new_n, old_c, old_n, new_ptr, new_mem, old_ptr, old_mem,
-                    heap_idx, heap_dist, heap_flag, updates)  # fmt: skip
+        _transpose(new_c, new_n, new_ptr, new_mem, new_pos)
+        _transpose(old_c, old_n, old_ptr, old_mem, old_pos)
+        new_cur[:] = new_ptr[:-1]
+        old_cur[:] = old_ptr[:-1]
+        updates[:] = 0
+        for v0 in range(0, n, batch):
+            v1 = min(n, v0 + batch)
+            _pair_distances(S, v0, new_c, new_n, old_c, old_n, D[: v1 - v0])
+            _pull(v0, v1, n_targets, new_c, new_n, old_c, old_n, new_ptr, new_mem, new_pos,
+                  new_cur, old_ptr, old_mem, old_pos, old_cur, D, heap_idx, heap_dist,
+                  heap_flag, updates)  # fmt: skip
         if int(updates.sum()) <= limit:
             break
     return heap_idx, heap_dist
