@@ -44,9 +44,10 @@ METRICS = EXACT_METRICS | PYNNDESCENT_METRICS
 
 #: Above this many multiply-adds (n_obs * n_query * n_features) the automatic choice is our
 #: NN-descent (:mod:`._nndescent`) rather than the exact search. Measured on the 2-core
-#: development machine (MNIST PCA-50 subsets, ``benchmarks/neighbors.py``): the exact search
-#: grows as n**2, NN-descent about as n; they cost the same near 15,000 cells x 50 features
-#: (~1 s), NN-descent is ~5x faster at 70,000. Tests lower it to reach the approximate path.
+#: development machine (MNIST PCA-50 subsets, warm): NN-descent is already faster at 5,000
+#: cells (0.39 vs 0.50 s) and 2x faster at 10,000 (0.9 vs 1.9 s); the exact search grows as
+#: n**2 (30 s at 70,000 vs 6 s). The bound keeps the exact result where it costs about a
+#: second (~15,000 cells x 50). Tests lower it to reach the approximate path.
 EXACT_MAX_WORK = 1.2e10
 #: Below this many rows the exact search is always used (NN-descent needs a few leaves).
 EXACT_MIN_ROWS = 4096
