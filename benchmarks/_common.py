@@ -2,8 +2,10 @@
 
 Datasets (all offline): scanpy's bundled ``pbmc68k_reduced`` (700 cells, its ``X_pca``), CBMC
 (8,617 cells from ``data/``, normalise-total + log1p + PCA 50), MNIST 70k (from
-``../shared/data``, PCA 50) and a random 50k subsample of it. The prepared representation and the
-graph are cached in ``.bench_cache/`` so that both sides run on the same graph.
+``../shared/data``, PCA 50), a random 50k subsample of it, and ``gauss50k``: a 50-D Gaussian
+mixture of 20 clusters of unequal sizes (500-5,000) and spreads, 50,000 points. The prepared
+representation and the graph are cached in ``.bench_cache/`` so that both sides run on the same
+graph.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".bench_cache"
 SHARED = ROOT.parent / "shared" / "data"
-DATASETS = ("pbmc68k", "cbmc", "mnist50k", "mnist70k")
+DATASETS = ("pbmc68k", "cbmc", "mnist50k", "gauss50k", "mnist70k")
 
 
 def representation(name: str) -> np.ndarray:
@@ -49,11 +51,27 @@ def representation(name: str) -> np.ndarray:
         X = PCA(50, random_state=0).fit_transform(m["X"].astype(np.float32) / 255)
         if name == "mnist50k":
             X = X[np.sort(np.random.default_rng(0).choice(X.shape[0], 50_000, replace=False))]
+    elif name == "gauss50k":
+        X = gaussian_mixture()
     else:
         raise ValueError(name)
     X = np.ascontiguousarray(X, dtype=np.float32)
     np.save(path, X)
     return X
+
+
+def gaussian_mixture(n: int = 50_000, k: int = 20, dim: int = 50, seed: int = 0) -> np.ndarray:
+    """``k`` Gaussian clusters in ``dim``-D, sizes proportional to 1..k, unequal spreads."""
+    rng = np.random.default_rng(seed)
+    sizes = np.arange(1, k + 1, dtype=np.float64)
+    sizes = np.floor(sizes / sizes.sum() * n).astype(int)
+    sizes[-1] += n - sizes.sum()
+    centres = rng.normal(0.0, 4.0, size=(k, dim))
+    spreads = rng.uniform(0.5, 2.0, size=k)
+    parts = [
+        c + s * rng.normal(size=(m, dim)) for c, s, m in zip(centres, spreads, sizes, strict=True)
+    ]
+    return np.concatenate(parts)[rng.permutation(n)]
 
 
 def _mnist_path() -> Path:

@@ -977,9 +977,9 @@ def test_layout_kernel_receives_int64_indices(monkeypatch, graph_adata):
     assert kernels
 
     def spy(real):
-        def kernel(indptr, indices, *rest):
-            seen.add((indptr.dtype, indices.dtype))
-            return real(indptr, indices, *rest)
+        def kernel(bounds, parallel, indptr, indices, *rest):
+            seen.add((bounds.dtype, indptr.dtype, indices.dtype))
+            return real(bounds, parallel, indptr, indices, *rest)
 
         return kernel
 
@@ -987,7 +987,7 @@ def test_layout_kernel_receives_int64_indices(monkeypatch, graph_adata):
         monkeypatch.setattr(_kernels, name, spy(getattr(_kernels, name)))
     for n_components in (2, 3):
         annumap.tl.umap(graph_adata, maxiter=2, n_components=n_components)
-    assert seen == {(np.dtype(np.int64), np.dtype(np.int64))}
+    assert seen == {(np.dtype(np.int64),) * 3}
 
 
 @pytest.mark.parametrize("scale", [1e20, 1e-25])

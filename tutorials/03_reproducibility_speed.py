@@ -35,10 +35,12 @@ print(f"{cbmc.n_obs} cells, {os.cpu_count()} CPU cores")
 # %% [markdown]
 # ## Same seed, any number of threads: the same embedding
 #
-# Each parallel task of annumap's layout owns one cell and writes only that cell's position;
-# the others are read from the previous epoch, and negative samples come from a counter-based
-# generator keyed by (seed, epoch, edge, draw) instead of one shared random stream. So the
-# work can be split over any number of threads without changing a single bit of the result.
+# annumap's layout runs umap-learn's updates (both ends of a sampled edge move) over the cells
+# class by class of a graph colouring: no two cells of a class are neighbours or share a
+# neighbour, so the cells of a class can be updated by any number of threads at once without
+# touching the same position. Negative samples come from a counter-based generator keyed by
+# (seed, epoch, edge, draw) instead of one shared random stream. So the work can be split over
+# any number of threads without changing a single bit of the result.
 # We use a 3,000-cell subsample and 200 epochs to keep this quick.
 
 # %%

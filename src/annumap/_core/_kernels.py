@@ -1,32 +1,42 @@
 """Numba kernels of the layout (compiled once, cached on disk).
 
-:func:`sgd_epoch_2d` and :func:`sgd_epoch` (any dimension) run one epoch of UMAP's stochastic
-gradient descent, parallel over vertices and deterministic: iteration ``i`` owns vertex ``i`` and
-writes only ``out[i]`` and the sampling state of the edges in row ``i`` of the symmetric graph;
-every other vertex is read from ``prev``, the previous epoch's positions; negative samples come
-from the counter-based generator of :mod:`._rng`. The result does not depend on the number of
-threads.
+**Semantics: umap-learn's serial SGD, in colour order.** umap-learn's layout is one serial sweep
+per epoch over the edges of the symmetric graph, row by row: for a due edge (i, j), i and j both
+move (``y_i += alpha g``, ``y_j -= alpha g``, ``g = clip(c(d) (y_i - y_j))``, umap-learn's
+``move_other``), then i alone is pushed away from its negative samples, one after the other,
+each seen from i's updated position. Every update reads the positions as they are at that
+moment. :func:`sgd_epoch_2d` and :func:`sgd_epoch` (any dimension) run exactly these updates,
+row by row, in another order: the vertices are split into colour classes
+(:func:`distance2_colouring`) in which no two vertices are adjacent or share a neighbour, and the
+classes run one after the other. The rows of one class touch disjoint positions (a row writes its
+vertex and that vertex's neighbours), so they run in parallel and their result does not depend on
+the order in which threads take them: the embedding is the same for any number of threads, and
+it is the embedding of a serial sweep that visits the rows class by class. Small classes (the
+tail that high-degree vertices force) run on the calling thread, which changes nothing but the
+overhead.
 
-**Attraction.** umap-learn stores each pair twice, (i, j) and (j, i), samples both in the same
-epochs, and moves both ends of a sampled edge. For vertex i that is, in sequence: a step
-``g1 = clip(c(r) r)`` along ``r = y_i - y_j`` (edge (i, j), which moves j by ``-g1`` too), then a
-step ``g2 = clip(c(r2) r2)`` at the new difference ``r2 = r + 2 alpha g1`` (edge (j, i)). Here
-vertex i takes both steps itself, computing ``r2`` as umap-learn's order would leave it, so the
-pair dynamics (including their stability at large learning rates) are umap-learn's, while only
-vertex i is written. (A plain doubled step ``2 alpha g1`` overshoots at ``alpha`` near 1.)
+One difference from umap-learn remains: a negative sample ``k`` is read from ``snap``, the
+positions as they were when the class started, not as they are at that moment (a row of the
+class may be moving ``k`` at the same time; reading the snapshot keeps the result
+thread-independent). After each class, the positions it moved (its vertices and their
+neighbours) are copied to ``snap``. (Reading the negatives from the start of the *epoch*
+instead expands small layouts: pbmc68k's 700 cells spread to a coordinate range of 27-54
+against umap-learn's 15-20 from the same init.) A draw
+of i itself exerts no force (umap-learn: distance 0, no step). Negatives come from the
+counter-based generator of :mod:`._rng`, keyed by (seed, epoch, edge, draw).
 
-**Passes.** Reading the other vertices from the start of the epoch (a Jacobi sweep) lags
-behind umap-learn's in-place updates. The driver splits each epoch into passes over
-interleaved parts of every row (each pass's edges stored contiguously), each pass reading the
-positions the previous one wrote: the lag shrinks with the same work (about 5% more time at
-50k cells). Measured with 4 passes on
-MNIST 70k (same graph, init and epochs): trustworthiness 0.938 -> 0.946 and kNN preservation
-0.084 -> 0.088 (umap-learn: 0.946, 0.089), fuzzy cross-entropy 6% lower.
-
-**Repulsion.** The negative samples of one positive sample are evaluated at the same position of
-i and applied together (a mini-batch of about ``negative_sample_rate`` independent gradients),
-which lets the CPU overlap them; coefficients ``2 gamma b / ((0.001 + d^2)(1 + a d^(2b)))``,
-each component clipped to [-4, 4]; a draw equal to i itself is skipped.
+Why not vertex ownership. The first kernel let each vertex own its row and take both halves of
+every pair update itself, reading its neighbours from the previous pass (4 passes per epoch).
+Measured on CBMC (same graph and init, 3 seeds), it drew clusters about half as wide relative to
+their spacing and twice the coordinate range of umap-learn's (ratio within/between 0.05-0.08 vs
+0.10-0.15, range 59-69 vs 26-32). The cause is the missing ``move_other``: a vertex that is
+kicked by a negative sample pulls itself back against neighbours that are frozen for the pass, so
+the kick never spreads to the neighbourhood as umap-learn's pair updates spread it; the
+attraction acts like a spring to fixed anchors, not a pair interaction that conserves the pair's
+centre. Reading everything from the start of the epoch (the array layout of :mod:`.gpu`) or
+deferring the neighbour's half of the step to the neighbour's own turn spreads the kick but
+overshoots (ratio 0.14-0.15, clusters too loose). Moving both ends at once, as here, matches
+umap-learn (ratio 0.10-0.17, range 26-31). Figures: docs/design.md and benchmarks/look.py.
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ from numba import prange
 from ._numba import njit
 from ._rng import DRAW_BITS, GOLDEN, MIX1, MIX2
 
-__all__ = ["sgd_epoch", "sgd_epoch_2d"]
+__all__ = ["distance2_colouring", "sgd_epoch", "sgd_epoch_2d"]
 
 _S27 = np.uint64(27)
 _S30 = np.uint64(30)
@@ -60,16 +70,117 @@ def _clip(v):  # pragma: no cover - numba
     return min(max(v, np.float32(-4.0)), np.float32(4.0))
 
 
+@njit
+def distance2_colouring(indptr, indices):  # pragma: no cover - numba
+    """Greedy colouring in vertex order: no two vertices within distance 2 share a colour.
+
+    Vertex ``v`` gets the smallest colour used neither by a neighbour nor by a neighbour's
+    neighbour that is already coloured. Returns int64 colours; their number is at least the
+    largest degree plus one. Serial and deterministic; cost ``sum(degree ** 2)``.
+    """
+    n = indptr.size - 1
+    colour = np.full(n, -1, dtype=np.int64)
+    banned = np.full(n + 1, -1, dtype=np.int64)  # banned[c] == v: colour c is taken near v
+    for v in range(n):
+        for e in range(indptr[v], indptr[v + 1]):
+            u = indices[e]
+            if colour[u] >= 0:
+                banned[colour[u]] = v
+            for f in range(indptr[u], indptr[u + 1]):
+                w = indices[f]
+                if w != v and colour[w] >= 0:
+                    banned[colour[w]] = v
+        c = 0
+        while banned[c] == v:
+            c += 1
+        colour[v] = c
+    return colour
+
+
+@njit(inline="always")
+def _sync(i, indptr, indices, Y, snap):  # pragma: no cover - numba
+    """Copy the positions row ``i`` may have written (``i`` and its neighbours) to ``snap``."""
+    for d in range(Y.shape[1]):
+        snap[i, d] = Y[i, d]
+    for e in range(indptr[i], indptr[i + 1]):
+        j = indices[e]
+        for d in range(Y.shape[1]):
+            snap[j, d] = Y[j, d]
+
+
+@njit(inline="always")
+def _row_2d(
+    i,
+    indptr,
+    indices,
+    eps,
+    eps_neg,
+    next_sample,
+    next_negative,
+    Y,
+    snap,
+    a,
+    b,
+    att,
+    rep,
+    lr,
+    epoch,
+    key,
+):  # pragma: no cover - numba
+    n = Y.shape[0]
+    one = np.float32(1.0)
+    small = np.float32(0.001)
+    zero = np.float32(0.0)
+    y0 = Y[i, 0]
+    y1 = Y[i, 1]
+    for e in range(indptr[i], indptr[i + 1]):
+        if next_sample[e] > epoch:
+            continue
+        j = indices[e]
+        dx = y0 - Y[j, 0]
+        dy = y1 - Y[j, 1]
+        d2 = dx * dx + dy * dy
+        if d2 > zero:
+            pb = d2**b
+            c = att * pb / (d2 * (a * pb + one))
+            gx = _clip(c * dx) * lr
+            gy = _clip(c * dy) * lr
+            y0 += gx
+            y1 += gy
+            Y[j, 0] -= gx
+            Y[j, 1] -= gy
+        next_sample[e] += eps[e]
+        n_neg = int((epoch - next_negative[e]) / eps_neg[e])
+        if n_neg <= 0:
+            continue
+        for t in range(n_neg):
+            k = _negative(key, e, t, n)
+            if k == i:
+                continue
+            dx = y0 - snap[k, 0]
+            dy = y1 - snap[k, 1]
+            d2 = dx * dx + dy * dy
+            if d2 > zero:
+                c = rep / ((small + d2) * (a * d2**b + one))
+                y0 += _clip(c * dx) * lr
+                y1 += _clip(c * dy) * lr
+        next_negative[e] += n_neg * eps_neg[e]
+    Y[i, 0] = y0
+    Y[i, 1] = y1
+
+
 @njit(parallel=True, fastmath=True)
 def sgd_epoch_2d(
+    bounds,
+    parallel,
     indptr,
     indices,
     epochs_per_sample,
     epochs_per_negative,
     next_sample,
     next_negative,
-    prev,
-    out,
+    Y,
+    snap,
     a,
     b,
     gamma,
@@ -77,85 +188,112 @@ def sgd_epoch_2d(
     epoch,
     key,
 ):  # pragma: no cover - numba
-    """One pass of an SGD epoch of a 2-D layout: reads ``prev`` (n, 2), writes ``out``.
+    """One SGD epoch of a 2-D layout, in place on ``Y`` (n, 2) float32 (module docstring).
 
-    The pass handles the edges ``indptr[i]:indptr[i + 1]`` of each vertex ``i`` (the driver
-    splits every row into interleaved passes, each reading the positions the previous one
-    wrote). Edge ``e`` is due when ``next_sample[e] <= epoch``; it then draws
-    ``int((epoch - next_negative[e]) / epochs_per_negative[e])`` negative samples.
+    The vertices are numbered by colour class: class ``c`` is ``bounds[c]:bounds[c + 1]``, run
+    over threads when ``parallel[c]``, else on the calling thread. Edge ``e`` is due when
+    ``next_sample[e] <= epoch``; it then draws ``int((epoch - next_negative[e]) /
+    epochs_per_negative[e])`` negative samples, read from ``snap``: ``Y`` as it was when the
+    class started (``snap`` must equal ``Y`` on entry; each class copies what it moved).
+    Attraction ``-2ab d^(2(b-1)) / (1 + a d^(2b))``, repulsion ``2 gamma b / ((0.001 + d^2)(1 +
+    a d^(2b)))``, each component clipped to [-4, 4], then scaled by ``alpha``.
     """
-    n = prev.shape[0]
     a32 = np.float32(a)
     b32 = np.float32(b)
     att = np.float32(-2.0 * a * b)
     rep = np.float32(2.0 * gamma * b)
     lr = np.float32(alpha)
-    lr2 = np.float32(2.0 * alpha)
+    for c in range(bounds.size - 1):
+        if parallel[c]:
+            for i in prange(bounds[c], bounds[c + 1]):
+                _row_2d(
+                    i, indptr, indices, epochs_per_sample, epochs_per_negative, next_sample,
+                    next_negative, Y, snap, a32, b32, att, rep, lr, epoch, key,
+                )  # fmt: skip
+        else:
+            for i in range(bounds[c], bounds[c + 1]):
+                _row_2d(
+                    i, indptr, indices, epochs_per_sample, epochs_per_negative, next_sample,
+                    next_negative, Y, snap, a32, b32, att, rep, lr, epoch, key,
+                )  # fmt: skip
+        # the class is done: what it moved becomes what the next class's negatives see
+        if parallel[c]:
+            for i in prange(bounds[c], bounds[c + 1]):
+                _sync(i, indptr, indices, Y, snap)
+        else:
+            for i in range(bounds[c], bounds[c + 1]):
+                _sync(i, indptr, indices, Y, snap)
+
+
+@njit(inline="always")
+def _row(
+    i,
+    indptr,
+    indices,
+    eps,
+    eps_neg,
+    next_sample,
+    next_negative,
+    Y,
+    snap,
+    a,
+    b,
+    att,
+    rep,
+    lr,
+    epoch,
+    key,
+):  # pragma: no cover - numba
+    n, dim = Y.shape
     one = np.float32(1.0)
-    eps = np.float32(0.001)
+    small = np.float32(0.001)
     zero = np.float32(0.0)
-    for i in prange(n):
-        y0 = prev[i, 0]
-        y1 = prev[i, 1]
-        for e in range(indptr[i], indptr[i + 1]):
-            if next_sample[e] > epoch:
+    for e in range(indptr[i], indptr[i + 1]):
+        if next_sample[e] > epoch:
+            continue
+        j = indices[e]
+        d2 = zero
+        for d in range(dim):
+            diff = Y[i, d] - Y[j, d]
+            d2 += diff * diff
+        if d2 > zero:
+            pb = d2**b
+            c = att * pb / (d2 * (a * pb + one))
+            for d in range(dim):
+                g = _clip(c * (Y[i, d] - Y[j, d])) * lr
+                Y[i, d] += g
+                Y[j, d] -= g
+        next_sample[e] += eps[e]
+        n_neg = int((epoch - next_negative[e]) / eps_neg[e])
+        if n_neg <= 0:
+            continue
+        for t in range(n_neg):
+            k = _negative(key, e, t, n)
+            if k == i:
                 continue
-            j = indices[e]
-            # attraction: i's two steps of the pair update (see the module docstring)
-            dx = y0 - prev[j, 0]
-            dy = y1 - prev[j, 1]
-            d2 = dx * dx + dy * dy
-            gx = zero
-            gy = zero
+            d2 = zero
+            for d in range(dim):
+                diff = Y[i, d] - snap[k, d]
+                d2 += diff * diff
             if d2 > zero:
-                pb = d2**b32
-                c = att * pb / (d2 * (a32 * pb + one))
-                gx = _clip(c * dx)
-                gy = _clip(c * dy)
-            rx = dx + lr2 * gx
-            ry = dy + lr2 * gy
-            d2 = rx * rx + ry * ry
-            if d2 > zero:
-                pb = d2**b32
-                c = att * pb / (d2 * (a32 * pb + one))
-                gx += _clip(c * rx)
-                gy += _clip(c * ry)
-            y0 += lr * gx
-            y1 += lr * gy
-            next_sample[e] += epochs_per_sample[e]
-            # repulsion: the negative samples due with this sample, as one mini-batch
-            n_neg = int((epoch - next_negative[e]) / epochs_per_negative[e])
-            if n_neg <= 0:
-                continue
-            sx = zero
-            sy = zero
-            for t in range(n_neg):
-                k = _negative(key, e, t, n)
-                dx = y0 - prev[k, 0]
-                dy = y1 - prev[k, 1]
-                d2 = dx * dx + dy * dy
-                if d2 > zero and k != i:
-                    c = rep / ((eps + d2) * (a32 * d2**b32 + one))
-                    sx += _clip(c * dx)
-                    sy += _clip(c * dy)
-            y0 += lr * sx
-            y1 += lr * sy
-            next_negative[e] += n_neg * epochs_per_negative[e]
-        out[i, 0] = y0
-        out[i, 1] = y1
+                c = rep / ((small + d2) * (a * d2**b + one))
+                for d in range(dim):
+                    Y[i, d] += _clip(c * (Y[i, d] - snap[k, d])) * lr
+        next_negative[e] += n_neg * eps_neg[e]
 
 
 @njit(parallel=True, fastmath=True)
 def sgd_epoch(
+    bounds,
+    parallel,
     indptr,
     indices,
     epochs_per_sample,
     epochs_per_negative,
     next_sample,
     next_negative,
-    prev,
-    out,
-    work,
+    Y,
+    snap,
     a,
     b,
     gamma,
@@ -163,65 +301,29 @@ def sgd_epoch(
     epoch,
     key,
 ):  # pragma: no cover - numba
-    """:func:`sgd_epoch_2d` for any dimension; ``work`` is (n, 3 * dim) float32 scratch."""
-    n, dim = prev.shape
+    """:func:`sgd_epoch_2d` for any dimension (``Y`` is (n, dim) float32)."""
     a32 = np.float32(a)
     b32 = np.float32(b)
     att = np.float32(-2.0 * a * b)
     rep = np.float32(2.0 * gamma * b)
     lr = np.float32(alpha)
-    lr2 = np.float32(2.0 * alpha)
-    one = np.float32(1.0)
-    eps = np.float32(0.001)
-    zero = np.float32(0.0)
-    for i in prange(n):
-        y = out[i]
-        r = work[i, :dim]
-        g = work[i, dim : 2 * dim]
-        s = work[i, 2 * dim :]
-        for d in range(dim):
-            y[d] = prev[i, d]
-        for e in range(indptr[i], indptr[i + 1]):
-            if next_sample[e] > epoch:
-                continue
-            j = indices[e]
-            d2 = zero
-            for d in range(dim):
-                r[d] = y[d] - prev[j, d]
-                d2 += r[d] * r[d]
-            c = zero
-            if d2 > zero:
-                pb = d2**b32
-                c = att * pb / (d2 * (a32 * pb + one))
-            d2 = zero
-            for d in range(dim):
-                g[d] = _clip(c * r[d])
-                r[d] += lr2 * g[d]
-                d2 += r[d] * r[d]
-            c = zero
-            if d2 > zero:
-                pb = d2**b32
-                c = att * pb / (d2 * (a32 * pb + one))
-            for d in range(dim):
-                y[d] += lr * (g[d] + _clip(c * r[d]))
-            next_sample[e] += epochs_per_sample[e]
-            n_neg = int((epoch - next_negative[e]) / epochs_per_negative[e])
-            if n_neg <= 0:
-                continue
-            for d in range(dim):
-                s[d] = zero
-            for t in range(n_neg):
-                k = _negative(key, e, t, n)
-                if k == i:
-                    continue
-                d2 = zero
-                for d in range(dim):
-                    diff = y[d] - prev[k, d]
-                    d2 += diff * diff
-                if d2 > zero:
-                    c = rep / ((eps + d2) * (a32 * d2**b32 + one))
-                    for d in range(dim):
-                        s[d] += _clip(c * (y[d] - prev[k, d]))
-            for d in range(dim):
-                y[d] += lr * s[d]
-            next_negative[e] += n_neg * epochs_per_negative[e]
+    for c in range(bounds.size - 1):
+        if parallel[c]:
+            for i in prange(bounds[c], bounds[c + 1]):
+                _row(
+                    i, indptr, indices, epochs_per_sample, epochs_per_negative, next_sample,
+                    next_negative, Y, snap, a32, b32, att, rep, lr, epoch, key,
+                )  # fmt: skip
+        else:
+            for i in range(bounds[c], bounds[c + 1]):
+                _row(
+                    i, indptr, indices, epochs_per_sample, epochs_per_negative, next_sample,
+                    next_negative, Y, snap, a32, b32, att, rep, lr, epoch, key,
+                )  # fmt: skip
+        # the class is done: what it moved becomes what the next class's negatives see
+        if parallel[c]:
+            for i in prange(bounds[c], bounds[c + 1]):
+                _sync(i, indptr, indices, Y, snap)
+        else:
+            for i in range(bounds[c], bounds[c + 1]):
+                _sync(i, indptr, indices, Y, snap)

@@ -1,7 +1,5 @@
 """Numba kernels of :mod:`annumap._core.transform` (compiled once, cached on disk).
 
-- :func:`bipartite_sigmas`: the bandwidths of the query-to-reference fuzzy graph, as umap-learn's
-  ``transform`` computes them (``local_connectivity - 1 = 0``, so ``rho = 0``).
 - :func:`transform_epoch`: one SGD epoch that moves only the query points; the reference is
   fixed. Iteration ``i`` owns query point ``i`` and the sampling state of its edges, and reads
   only itself and the (read-only) reference, so the result does not depend on the number of
@@ -17,43 +15,7 @@ from numba import prange
 from ._kernels import _negative as _draw
 from ._numba import njit
 
-__all__ = ["bipartite_sigmas", "draw_reference", "transform_epoch"]
-
-_N_ITER = 64
-_TOLERANCE = 1e-5
-_MIN_DIST_SCALE = 1e-3
-
-
-@njit(parallel=True)
-def bipartite_sigmas(distances, target, mean_all):  # pragma: no cover - numba
-    """Per query row, ``sigma`` with ``sum_{j>=1} exp(-d_ij / sigma) = target`` (bisection).
-
-    As umap-learn's ``smooth_knn_dist`` with ``local_connectivity=0`` (what its ``transform``
-    uses): ``rho = 0``, the sum skips column 0 (the nearest reference point), a zero distance
-    counts 1, 64 bisection steps with tolerance 1e-5, and ``sigma >= 1e-3 * mean_all``.
-    """
-    n, k = distances.shape
-    sigma = np.zeros(n, dtype=np.float32)
-    floor = _MIN_DIST_SCALE * mean_all
-    for i in prange(n):
-        lo = 0.0
-        hi = np.inf
-        mid = 1.0
-        for _ in range(_N_ITER):
-            psum = 0.0
-            for j in range(1, k):
-                d = distances[i, j]
-                psum += np.exp(-(d / mid)) if d > 0.0 else 1.0
-            if np.abs(psum - target) < _TOLERANCE:
-                break
-            if psum > target:
-                hi = mid
-                mid = (lo + hi) / 2.0
-            else:
-                lo = mid
-                mid = mid * 2.0 if hi == np.inf else (lo + hi) / 2.0
-        sigma[i] = max(mid, floor)
-    return sigma
+__all__ = ["draw_reference", "transform_epoch"]
 
 
 @njit

@@ -28,14 +28,14 @@ _MIN_DIST_SCALE = 1e-3
 
 
 @njit(parallel=True)
-def _smooth_knn_dist(distances, target, mean_all):  # pragma: no cover - numba
+def _smooth_knn_dist(distances, target, mean_all, local):  # pragma: no cover - numba
     n, k = distances.shape
     rho = np.zeros(n, dtype=np.float32)
     sigma = np.zeros(n, dtype=np.float32)
     for i in prange(n):
-        # rho: first non-zero distance (rows are sorted ascending)
+        # rho: first non-zero distance (rows are sorted ascending); 0 without local connectivity
         for j in range(k):
-            if distances[i, j] > 0.0:
+            if local and distances[i, j] > 0.0:
                 rho[i] = distances[i, j]
                 break
         lo = 0.0
@@ -80,11 +80,24 @@ def _memberships(indices, distances, sigma, rho):  # pragma: no cover - numba
     return out
 
 
-def smooth_knn_dist(distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-point ``sigma`` and ``rho`` (float32) for sorted kNN distances with self at column 0."""
+def smooth_knn_dist(
+    distances: np.ndarray, *, local_connectivity: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row ``sigma`` and ``rho`` (float32) of sorted kNN distances, as umap-learn's.
+
+    ``rho`` is the first non-zero distance (``local_connectivity=1``, the graph's) or 0
+    (``local_connectivity=0``, what umap-learn's ``transform`` uses for query rows, whose
+    column 0 is the nearest reference point). ``sigma`` solves ``sum_{j>=1} exp(-max(0, d_ij -
+    rho_i) / sigma_i) = log2(k)`` by bisection (64 steps, tolerance 1e-5; a distance at or
+    below ``rho`` counts 1), floored at 1e-3 times the row's mean distance (the global mean
+    when ``rho == 0``).
+    """
+    if local_connectivity not in (0, 1):
+        msg = f"local_connectivity must be 0 or 1, got {local_connectivity!r}."
+        raise ValueError(msg)
     d = np.ascontiguousarray(distances, dtype=np.float32)
     target = float(np.log2(d.shape[1]))
-    return _smooth_knn_dist(d, target, float(np.mean(d)))
+    return _smooth_knn_dist(d, target, float(np.mean(d)), bool(local_connectivity))
 
 
 def knn_to_csr(indices: np.ndarray, values: np.ndarray, n_obs: int) -> sparse.csr_matrix:

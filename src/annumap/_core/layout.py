@@ -1,7 +1,9 @@
-"""The epoch driver of the UMAP layout: schedule, learning-rate decay, progress and callbacks.
+"""The epoch driver of the UMAP layout: schedule, learning rate, progress and callbacks.
 
-Python runs the epoch loop and calls one numba kernel per epoch (:func:`._kernels.sgd_epoch`);
-the kernel is parallel over vertices and deterministic for a seed whatever the thread count.
+Python runs the epoch loop and calls one numba kernel per epoch (:func:`._kernels.sgd_epoch_2d`,
+:func:`._kernels.sgd_epoch`). The kernel runs umap-learn's serial SGD (both ends of a sampled
+edge move, negatives one after the other) over the vertices class by class of a distance-2
+colouring, each class in parallel: the result is the same for any number of threads.
 """
 
 from __future__ import annotations
@@ -16,24 +18,31 @@ from .._types import LayoutCallback
 from ._numba import threads
 from ._rng import epoch_key
 
-__all__ = ["default_n_epochs", "optimize_layout", "prepare_graph"]
+__all__ = [
+    "colour_classes",
+    "default_n_epochs",
+    "learning_rates",
+    "optimize_layout",
+    "prepare_graph",
+    "sampling_schedule",
+]
 
 logger = logging.getLogger("annumap")
 
-
-#: Passes per epoch: each handles every PASSES-th edge of each row and reads the positions
-#: the previous pass wrote (see :mod:`._kernels`).
-PASSES = 4
+#: Colour classes with fewer vertices run on the calling thread: a parallel region costs more
+#: than it saves on them (the result is the same either way).
+PARALLEL_MIN_VERTICES = 256
 
 
 def sampling_schedule(
     weights: np.ndarray, negative_sample_rate: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-edge sampling periods (float64) of the numba and the array-namespace layouts.
+    """Per-edge sampling periods (float64) of every SGD in annumap (layouts and transform).
 
     ``epochs_per_sample = max(w) / w`` and ``epochs_per_negative = epochs_per_sample /
-    negative_sample_rate`` (1e30, i.e. never, when the rate is 0). The sampling state starts at
-    these values (nothing is due in epoch 0, as in umap-learn).
+    negative_sample_rate`` (1e30, i.e. never, when the rate is 0), as umap-learn's
+    ``make_epochs_per_sample``. The sampling state starts at these values (nothing is due in
+    epoch 0, as in umap-learn).
     """
     eps = (weights.max() / weights).astype(np.float64)
     if negative_sample_rate > 0:
@@ -41,31 +50,14 @@ def sampling_schedule(
     return eps, np.full_like(eps, 1e30)
 
 
-def split_passes(indptr: np.ndarray, n_passes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Reorder a CSR graph's edges into ``n_passes`` contiguous blocks, one per pass.
+def learning_rates(alpha: float, n_epochs: int) -> np.ndarray:
+    """The learning rate of each epoch as umap-learn runs them (float64, length ``n_epochs``).
 
-    Edge ``t`` of row ``i`` (in CSR order) goes to pass ``t % n_passes``; within a pass, edges
-    stay in row order. Returns ``(pass_indptr, order)``: ``pass_indptr[p]`` is the (n + 1)
-    row-pointer array of pass ``p`` into the reordered edges ``order`` (int64 throughout), so
-    every pass reads its edges and their sampling state contiguously.
+    umap-learn runs epoch 0 at ``alpha`` and sets ``alpha * (1 - e / n_epochs)`` after epoch
+    ``e``, so epoch ``e >= 1`` runs at ``alpha * (1 - (e - 1) / n_epochs)``.
     """
-    indptr = np.asarray(indptr, dtype=np.int64)
-    n = indptr.size - 1
-    counts = np.diff(indptr)
-    rows = np.repeat(np.arange(n, dtype=np.int64), counts)
-    part = np.arange(indptr[-1], dtype=np.int64) - indptr[rows]
-    part %= n_passes
-    order = np.lexsort((rows, part))  # by pass, then row; stable within a row
-    per = np.zeros((n_passes, n), dtype=np.int64)
-    np.add.at(per, (part, rows), 1)
-    pass_indptr = np.zeros((n_passes, n + 1), dtype=np.int64)
-    pass_indptr[:, 1:] = np.cumsum(per, axis=1)
-    pass_indptr[1:] += np.cumsum(per.sum(axis=1))[:-1, None]
-    return pass_indptr, order
-
-
-#: Below this many stored edges the layout runs on one thread (same result, less overhead).
-SERIAL_MAX_EDGES = 50_000
+    e = np.arange(n_epochs, dtype=np.float64)
+    return float(alpha) * (1.0 - np.maximum(e - 1.0, 0.0) / float(n_epochs))
 
 
 def default_n_epochs(n_obs: int) -> int:
@@ -76,7 +68,8 @@ def default_n_epochs(n_obs: int) -> int:
 def prepare_graph(graph: sparse.spmatrix, n_epochs: int) -> sparse.csr_matrix:
     """A pruned, symmetric float32 CSR copy of ``graph`` (the input is never modified).
 
-    Edges with weight below ``max / n_epochs`` (never sampled) are dropped, as in umap-learn. An
+    Edges with weight below ``max / n_epochs`` (never sampled) are dropped, as in umap-learn;
+    with ``n_epochs <= 10`` the cut is ``max / default_n_epochs(n)``, as umap-learn has it. An
     asymmetric graph is symmetrised as ``(G + G.T) / 2``: the layout treats edges as undirected.
     """
     G = sparse.csr_matrix(graph, dtype=np.float32, copy=True)
@@ -87,10 +80,30 @@ def prepare_graph(graph: sparse.spmatrix, n_epochs: int) -> sparse.csr_matrix:
         logger.info("layout: the graph is not symmetric; using (G + G.T) / 2")
         G = ((G + G.T) * np.float32(0.5)).tocsr()
     if G.nnz:
-        G.data[G.data < G.data.max() / float(n_epochs)] = 0.0
+        cut = n_epochs if n_epochs > 10 else default_n_epochs(G.shape[0])
+        G.data[G.data < G.data.max() / float(cut)] = 0.0
         G.eliminate_zeros()
     G.sort_indices()
     return G
+
+
+def colour_classes(G: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Order the vertices of ``G`` by colour class (:func:`._kernels.distance2_colouring`).
+
+    Returns ``(order, bounds)``: ``order`` (int64) lists the vertices class by class, in vertex
+    order within a class, and class ``c`` is ``order[bounds[c]:bounds[c + 1]]``. Within a class
+    no two vertices are adjacent or share a neighbour.
+    """
+    from ._kernels import distance2_colouring
+
+    n = G.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64)
+    colour = distance2_colouring(G.indptr.astype(np.int64), G.indices.astype(np.int64))
+    order = np.argsort(colour, kind="stable").astype(np.int64)
+    bounds = np.zeros(int(colour.max()) + 2, dtype=np.int64)
+    bounds[1:] = np.cumsum(np.bincount(colour))
+    return order, bounds
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
@@ -134,7 +147,7 @@ def optimize_layout(
     n_epochs
         Number of epochs; an edge of weight ``w`` is sampled every ``max(w) / w`` epochs.
     alpha
-        Initial learning rate, decayed linearly: ``alpha * (1 - epoch / n_epochs)``.
+        Initial learning rate, decayed linearly as umap-learn does (:func:`learning_rates`).
     gamma
         Weight of the repulsion.
     negative_sample_rate
@@ -145,7 +158,7 @@ def optimize_layout(
         Threads (None = all); the result does not depend on it.
     callback
         ``callback(epoch, n_epochs, embedding)`` after each epoch (``embedding`` is a read-only
-        view of the live array: copy it to keep it); returning True stops the optimisation.
+        copy of the positions); returning True stops the optimisation.
     progress
         Show a tqdm bar (None: only in interactive sessions for long runs).
     """
@@ -153,48 +166,53 @@ def optimize_layout(
 
     G = prepare_graph(graph, n_epochs)
     n = G.shape[0]
-    prev = np.array(init, dtype=np.float32, order="C", copy=True)
-    if prev.shape[0] != n:
-        msg = f"init has {prev.shape[0]} rows; the graph has {n} vertices."
+    start = np.array(init, dtype=np.float32, order="C", copy=True)
+    if start.shape[0] != n:
+        msg = f"init has {start.shape[0]} rows; the graph has {n} vertices."
         raise ValueError(msg)
-    out = np.empty_like(prev)
     if G.nnz == 0:
-        return prev
-    pass_indptr, order = split_passes(G.indptr, PASSES)
-    indices = G.indices[order].astype(np.int64)
-    weights = G.data[order]
-    eps, eps_neg = sampling_schedule(weights, negative_sample_rate)
+        return start
+    order, bounds = colour_classes(G)
+    P = G[order][:, order].tocsr()
+    P.sort_indices()
+    indptr = P.indptr.astype(np.int64)
+    indices = P.indices.astype(np.int64)
+    eps, eps_neg = sampling_schedule(P.data, negative_sample_rate)
     next_sample = eps.copy()
     next_negative = eps_neg.copy()
+    Y = np.ascontiguousarray(start[order])
+    snap = Y.copy()  # the kernel keeps it equal to Y between classes
     a, b, gamma = float(a), float(b), float(gamma)
-    dim = prev.shape[1]
-    work = np.empty((n, 3 * dim), dtype=np.float32) if dim != 2 else None
+    kernel = sgd_epoch_2d if Y.shape[1] == 2 else sgd_epoch
+    rates = learning_rates(alpha, n_epochs)
+    logger.debug("layout: %d colour classes for %d vertices", bounds.size - 1, n)
 
-    if G.nnz < SERIAL_MAX_EDGES:
-        n_jobs = 1  # a parallel region per epoch costs more than it saves on small graphs
+    def unpermuted() -> np.ndarray:
+        out = np.empty_like(Y)
+        out[order] = Y
+        return out
+
     bar = None
     if _show_progress(progress, float(G.nnz) * n_epochs):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_epochs, desc="umap layout", unit="epoch", file=sys.stderr)
     try:
-        with threads(n_jobs):
+        with threads(n_jobs) as n_threads:
+            sizes = np.diff(bounds)
+            parallel = (sizes >= PARALLEL_MIN_VERTICES) & (n_threads > 1)
             for epoch in range(n_epochs):
-                lr = float(alpha) * (1.0 - epoch / n_epochs)
-                key = epoch_key(seed, epoch)
-                for indptr in pass_indptr:
-                    state = (indptr, indices, eps, eps_neg, next_sample, next_negative, prev, out)
-                    if work is None:
-                        sgd_epoch_2d(*state, a, b, gamma, lr, float(epoch), key)
-                    else:
-                        sgd_epoch(*state, work, a, b, gamma, lr, float(epoch), key)
-                    prev, out = out, prev
+                kernel(
+                    bounds, parallel, indptr, indices, eps, eps_neg, next_sample, next_negative,
+                    Y, snap, a, b, gamma, float(rates[epoch]), float(epoch),
+                    epoch_key(seed, epoch),
+                )  # fmt: skip
                 if bar is not None:
                     bar.update(1)
-                if callback is not None and callback(epoch + 1, n_epochs, _read_only(prev)):
+                if callback is not None and callback(epoch + 1, n_epochs, _read_only(unpermuted())):
                     logger.info("layout: stopped by the callback after epoch %d", epoch + 1)
                     break
     finally:
         if bar is not None:
             bar.close()
-    return prev
+    return unpermuted()

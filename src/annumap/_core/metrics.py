@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-__all__ = ["fuzzy_cross_entropy", "knn_preservation"]
+__all__ = ["fuzzy_cross_entropy", "global_shape", "knn_preservation"]
 
 
 def fuzzy_cross_entropy(
@@ -58,3 +58,56 @@ def knn_preservation(X: np.ndarray, Y: np.ndarray, k: int = 15) -> float:
     a, b = np.sort(a[:, 1:], axis=1), np.sort(b[:, 1:], axis=1)
     hits = [np.intersect1d(x, y, assume_unique=True).size for x, y in zip(a, b, strict=True)]
     return float(np.mean(hits) / k)
+
+
+def global_shape(
+    Y: np.ndarray,
+    labels: np.ndarray,
+    X: np.ndarray | None = None,
+    *,
+    n_pairs: int = 20_000,
+    n_silhouette: int = 5_000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Statistics of an embedding's global shape, to compare it with another on the same data.
+
+    - ``range``: the largest extent of ``Y`` along a coordinate axis (``max(ptp(Y, axis=0))``);
+    - ``within_between``: median distance between two random points of the same label divided
+      by the median distance between two random points of different labels (``n_pairs``
+      uniform random pairs): small when clusters are tight relative to their spacing;
+    - ``silhouette``: the labels' silhouette score in ``Y`` (on ``n_silhouette`` random points);
+    - ``centroid_spearman`` (when ``X`` is given): Spearman correlation between the pairwise
+      distances of the label centroids in ``X`` and in ``Y``.
+
+    Pairs and subsamples come from ``numpy.random.default_rng(seed)``, so two embeddings of the
+    same points are compared on the same pairs.
+    """
+    from scipy.stats import spearmanr
+    from sklearn.metrics import silhouette_score
+
+    Y = np.asarray(Y, dtype=np.float64)
+    labels = np.asarray(labels)
+    n = Y.shape[0]
+    rng = np.random.default_rng(seed)
+    i = rng.integers(n, size=n_pairs)
+    j = rng.integers(n, size=n_pairs)
+    keep = i != j
+    i, j = i[keep], j[keep]
+    d = np.linalg.norm(Y[i] - Y[j], axis=1)
+    same = labels[i] == labels[j]
+    out = {
+        "range": float(np.max(np.ptp(Y, axis=0))),
+        "within_between": float(np.median(d[same]) / np.median(d[~same])),
+    }
+    sub = np.arange(n) if n <= n_silhouette else np.sort(rng.choice(n, n_silhouette, replace=False))
+    out["silhouette"] = float(silhouette_score(Y[sub], labels[sub]))
+    if X is not None:
+        X = np.asarray(X, dtype=np.float64)
+        groups = np.unique(labels)
+        cx = np.stack([X[labels == g].mean(axis=0) for g in groups])
+        cy = np.stack([Y[labels == g].mean(axis=0) for g in groups])
+        iu = np.triu_indices(groups.size, 1)
+        dx = np.linalg.norm(cx[:, None] - cx[None], axis=2)[iu]
+        dy = np.linalg.norm(cy[:, None] - cy[None], axis=2)[iu]
+        out["centroid_spearman"] = float(spearmanr(dx, dy)[0])
+    return out

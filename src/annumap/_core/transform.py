@@ -6,13 +6,16 @@ Steps, as umap-learn 0.5 does them:
    backends and the automatic choice of ``pp.neighbors``; ``k`` is the reference's
    ``n_neighbors``);
 2. the bipartite fuzzy graph (:func:`bipartite_graph`): ``w_ij = exp(-d_ij / sigma_i)`` with
-   ``rho_i = 0`` (local connectivity 1 - 1) and ``sigma_i`` from
-   :func:`._transform_kernels.bipartite_sigmas` (a zero distance gives weight 1);
+   ``rho_i = 0`` (local connectivity 1 - 1) and ``sigma_i`` from the graph's own bisection,
+   :func:`.fuzzy.smooth_knn_dist` with ``local_connectivity=0`` (a zero distance gives weight 1);
 3. initial positions (:func:`init_positions`): the weighted mean of the neighbours' embedding,
    or exactly the position of a reference point at distance 0;
 4. a short SGD (:func:`optimize_transform`): ``n_epochs`` (default 100 up to 10,000 query
-   points, 30 above), edges below ``max(w) / n_epochs`` dropped, learning rate
-   ``alpha / 4`` decayed linearly, negatives drawn from the reference, the reference fixed.
+   points, 30 above), edges below ``max(w) / n_epochs`` dropped, the layout's sampling
+   schedule and umap-learn's learning-rate decay (:func:`.layout.sampling_schedule`,
+   :func:`.layout.learning_rates`) from ``alpha / 4``, negatives drawn from the reference, the
+   reference fixed: umap-learn's serial update of each query point, as the layout kernel runs
+   it, without ``move_other``.
 
 The optimisation is parallel over query points and deterministic for a seed whatever the
 number of threads (each query point moves only itself against the fixed reference).
@@ -56,11 +59,10 @@ def bipartite_graph(distances: np.ndarray) -> np.ndarray:
     Equals umap-learn's ``transform`` graph (``smooth_knn_dist`` with ``local_connectivity=0``
     and ``compute_membership_strengths(..., bipartite=True)``) on the same kNN.
     """
-    from ._transform_kernels import bipartite_sigmas
+    from .fuzzy import smooth_knn_dist
 
     d = np.ascontiguousarray(distances, dtype=np.float32)
-    k = d.shape[1]
-    sigma = bipartite_sigmas(d, float(np.log2(k)), float(np.mean(d)))
+    sigma, _ = smooth_knn_dist(d, local_connectivity=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         w = np.exp(-(d / sigma[:, None]))
     w = np.where((d <= 0.0) | (sigma[:, None] == 0.0), np.float32(1.0), w)
@@ -119,7 +121,8 @@ def optimize_transform(
         Epochs; edges with weight below ``max(weights) / n_epochs`` are dropped, an edge of
         weight ``w`` is sampled every ``max / w`` epochs.
     alpha
-        Initial learning rate (umap-learn uses a quarter of the layout's), decayed linearly.
+        Initial learning rate (umap-learn uses a quarter of the layout's), decayed as
+        :func:`annumap._core.layout.learning_rates`.
     gamma
         Weight of the repulsion.
     negative_sample_rate
@@ -136,6 +139,7 @@ def optimize_transform(
     A new float32 (n_query, dim) array.
     """
     from ._transform_kernels import transform_epoch
+    from .layout import learning_rates, sampling_schedule
 
     n_query, k = indices.shape
     Y = np.array(init, dtype=np.float32, order="C", copy=True)
@@ -147,11 +151,7 @@ def optimize_transform(
     counts = keep.reshape(n_query, k).sum(axis=1)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     cols = np.asarray(indices, dtype=np.int64).ravel()[keep]
-    eps = (w.max() / w[keep]).astype(np.float64)
-    if negative_sample_rate > 0:
-        eps_neg = eps / float(negative_sample_rate)
-    else:
-        eps_neg = np.full_like(eps, 1e30)
+    eps, eps_neg = sampling_schedule(w[keep], negative_sample_rate)
     next_sample = eps.copy()
     next_negative = eps_neg.copy()
     a, b, gamma = float(a), float(b), float(gamma)
@@ -165,11 +165,10 @@ def optimize_transform(
         bar = tqdm(total=n_epochs, desc="umap transform", unit="epoch", file=sys.stderr)
     try:
         with threads(n_jobs):
-            for epoch in range(n_epochs):
-                lr = float(alpha) * (1.0 - epoch / n_epochs)
+            for epoch, lr in enumerate(learning_rates(alpha, n_epochs)):
                 transform_epoch(
                     indptr, cols, eps, eps_neg, next_sample, next_negative, ref, Y,
-                    a, b, gamma, lr, float(epoch), epoch_key(stream, epoch),
+                    a, b, gamma, float(lr), float(epoch), epoch_key(stream, epoch),
                 )  # fmt: skip
                 if bar is not None:
                     bar.update(1)

@@ -117,9 +117,15 @@ def _init_positions(
     neighbors: Neighbors,
     n_components: int,
     seed: int,
+    n_epochs: int,
 ) -> tuple[np.ndarray, str]:
-    """Initial positions (float32, rescaled to [0, 10]) and a name for the record."""
+    """Initial positions (float32, rescaled to [0, 10]) and a name for the record.
+
+    The spectral layout is computed on the graph the layout will optimise, pruned for
+    ``n_epochs`` as umap-learn prunes it first (pruning can split components).
+    """
     from .._core import init as core_init
+    from .._core.layout import prepare_graph
 
     rng = np.random.default_rng([seed, 0x1417])
     n = adata.n_obs
@@ -132,7 +138,8 @@ def _init_positions(
             Y = _array_init(adata.obsm[init_pos], n, n_components, f"adata.obsm[{init_pos!r}]")
             return core_init.rescale(core_init.jitter_duplicates(Y, rng), rng), init_pos
         if init_pos == "spectral":
-            Y = core_init.spectral_init(neighbors.connectivities, n_components, rng, data)
+            pruned = prepare_graph(neighbors.connectivities, n_epochs)
+            Y = core_init.spectral_init(pruned, n_components, rng, data)
         elif init_pos == "pca":
             X = data()
             if X is None:
@@ -385,7 +392,7 @@ def umap(
     else:
         a_, b_ = find_ab(p["spread"], p["min_dist"])
     n_epochs = p["maxiter"] or default_n_epochs(adata.n_obs)
-    init, init_name = _init_positions(adata, init_pos, neighbors, p["n_components"], seed)
+    init, init_name = _init_positions(adata, init_pos, neighbors, p["n_components"], seed, n_epochs)
     embedding, extras = run_layout(
         method,
         neighbors.connectivities,

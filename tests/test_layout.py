@@ -1,0 +1,184 @@
+"""The layout kernel: umap-learn's schedule, pruning and init (oracles), thread independence."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import anndata as ad
+import numpy as np
+import pytest
+from scipy import sparse
+
+import annumap
+from annumap._core import layout
+from annumap._core.curve import find_ab
+from annumap._core.fuzzy import fuzzy_simplicial_set
+from annumap._core.knn._exact import exact_knn
+
+
+def _graph(
+    n: int, dim: int = 10, k: int = 15, seed: int = 0
+) -> tuple[np.ndarray, sparse.csr_matrix]:
+    """One connected Gaussian cloud with a few overlapping lobes, and its UMAP graph."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0.0, 1.5, size=(4, dim))
+    X = (centres[rng.integers(4, size=n)] + rng.normal(size=(n, dim))).astype(np.float32)
+    idx, dist = exact_knn(X, k)
+    return X, fuzzy_simplicial_set(idx, dist)
+
+
+# ---------------------------------------------------------------- oracles: umap-learn 0.5.12
+
+
+def test_learning_rates_match_umap_learn(monkeypatch):
+    umap_layouts = pytest.importorskip("umap.layouts")
+    seen: list[float] = []
+
+    def record(*args):
+        seen.append(float(args[12]))  # alpha, umap-learn 0.5's single-epoch signature
+
+    monkeypatch.setattr(umap_layouts, "_get_optimize_layout_euclidean_single_epoch_fn",
+                        lambda parallel: record)  # fmt: skip
+    Y = np.zeros((3, 2), dtype=np.float32)
+    edges = np.array([0, 1], dtype=np.int32)
+    n_epochs = 7
+    umap_layouts.optimize_layout_euclidean(
+        Y, Y, edges, edges[::-1].copy(), n_epochs, 3, np.ones(2), 1.0, 1.0,
+        np.array([1, 2, 3], dtype=np.int64), initial_alpha=0.8,
+    )  # fmt: skip
+    np.testing.assert_allclose(layout.learning_rates(0.8, n_epochs), seen, rtol=1e-12)
+    assert seen[0] == seen[1] == 0.8  # epochs 0 and 1 both run at alpha
+
+
+@pytest.mark.parametrize("n_epochs", [5, 50])
+def test_pruning_and_spectral_init_match_umap_learn(monkeypatch, n_epochs):
+    """The edges the layout samples and the spectral init, against simplicial_set_embedding."""
+    umap_ = pytest.importorskip("umap.umap_")
+    from annumap._core.init import rescale, spectral_init
+
+    X, G = _graph(600)
+    captured = {}
+
+    def capture(head_embedding, tail_embedding, head, tail, n_epochs_, *args, **kwargs):
+        captured.update(init=head_embedding.copy(), head=head.copy(), tail=tail.copy())
+        return head_embedding
+
+    monkeypatch.setattr(umap_, "optimize_layout_euclidean", capture)
+    a, b = find_ab(1.0, 0.5)
+    umap_.simplicial_set_embedding(
+        X, G.copy(), 2, 1.0, a, b, 1.0, 5, n_epochs, "spectral", np.random.RandomState(0),
+        "euclidean", {}, False, {}, False,
+    )  # fmt: skip
+    P = layout.prepare_graph(G, n_epochs).tocoo()
+    ours = set(zip(P.row.tolist(), P.col.tolist(), strict=True))
+    theirs = set(zip(captured["head"].tolist(), captured["tail"].tolist(), strict=True))
+    assert ours == theirs
+    if n_epochs <= 10:  # umap-learn cuts at max / 500 here, not max / n_epochs
+        assert P.nnz > (G.data >= G.data.max() / n_epochs).sum()
+    rng = np.random.default_rng(0)
+    Y = rescale(spectral_init(layout.prepare_graph(G, n_epochs), 2, rng), rng)
+    for d in range(2):  # eigenvectors agree up to sign
+        r = np.corrcoef(Y[:, d], captured["init"][:, d])[0, 1]
+        assert abs(r) > 0.99, (d, r)
+
+
+def test_umap_uses_the_pruned_graph_for_its_spectral_init(monkeypatch):
+    from annumap._core import init as core_init
+
+    X, _ = _graph(300)
+    adata = annumap.pp.neighbors(ad.AnnData(X), n_neighbors=15, transformer="exact", copy=True)
+    seen = []
+    real = core_init.spectral_init
+
+    def spy(graph, *args, **kwargs):
+        seen.append(sparse.csr_matrix(graph).nnz)
+        return real(graph, *args, **kwargs)
+
+    monkeypatch.setattr(core_init, "spectral_init", spy)
+    annumap.tl.umap(adata, maxiter=5)
+    C = adata.obsp["connectivities"]
+    assert seen == [layout.prepare_graph(C, 5).nnz]
+
+
+# ---------------------------------------------------------------- colouring
+
+
+def test_colour_classes_share_no_edge_and_no_neighbour():
+    _, G = _graph(2000)
+    P = layout.prepare_graph(G, 200)
+    order, bounds = layout.colour_classes(P)
+    assert np.array_equal(np.sort(order), np.arange(P.shape[0]))
+    colour = np.empty(P.shape[0], dtype=np.int64)
+    for c in range(bounds.size - 1):
+        colour[order[bounds[c] : bounds[c + 1]]] = c
+    A = (P != 0).astype(np.int64)
+    near = (A + A @ A).tocoo()  # pairs at distance 1 or 2
+    off = near.row != near.col
+    assert not np.any(colour[near.row[off]] == colour[near.col[off]])
+    assert bounds.size - 1 >= np.diff(P.indptr).max() + 1  # a vertex and its neighbours differ
+
+
+# ---------------------------------------------------------------- thread independence
+
+_THREADS = """
+import hashlib, json, sys
+import anndata as ad
+import numpy as np
+import anndata as ad
+import annumap
+from annumap._core import layout
+from annumap._core.knn._exact import exact_knn
+from annumap._core.fuzzy import fuzzy_simplicial_set
+
+n, min_class = {n}, {min_class}
+layout.PARALLEL_MIN_VERTICES = min_class
+rng = np.random.default_rng(0)
+centres = rng.normal(0.0, 1.5, size=(4, 10))
+X = (centres[rng.integers(4, size=n)] + rng.normal(size=(n, 10))).astype(np.float32)
+a = ad.AnnData(X)
+annumap.pp.neighbors(a, n_neighbors=15, transformer="exact")
+P = layout.prepare_graph(a.obsp["connectivities"], 30)
+sizes = np.diff(layout.colour_classes(P)[1])
+out = {{"edges": int(P.nnz), "parallel_classes": int((sizes >= min_class).sum())}}
+query = ad.AnnData(X[:200] + 0.05)
+for dim in (2, 3):
+    for n_jobs in (1, 2, 4):
+        b = annumap.tl.umap(a, maxiter=30, n_components=dim, n_jobs=n_jobs, copy=True)
+        h = hashlib.sha256(np.ascontiguousarray(b.obsm["X_umap"]).tobytes()).hexdigest()
+        out[f"umap{{dim}}_{{n_jobs}}"] = h
+        if dim == 2:
+            q = annumap.tl.umap_transform(query, b, n_jobs=n_jobs, copy=True)
+            out[f"transform_{{n_jobs}}"] = hashlib.sha256(q.obsm["X_umap"].tobytes()).hexdigest()
+print(json.dumps(out))
+"""
+
+
+def _run_threads(n: int, min_class: int) -> dict:
+    env = {**os.environ, "NUMBA_NUM_THREADS": "4"}  # more threads than this machine's 2 cores
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_THREADS.format(n=n, min_class=min_class))],
+        capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    ("n", "min_class"),
+    [
+        pytest.param(3000, 16, id="small-classes-parallel"),
+        pytest.param(
+            30_000, layout.PARALLEL_MIN_VERTICES, id="default-cut-off", marks=pytest.mark.slow
+        ),
+    ],
+)
+def test_same_embedding_for_1_2_and_4_threads(n, min_class):
+    """Both kernels and the transform, on graphs where colour classes really run in parallel."""
+    out = _run_threads(n, min_class)
+    assert out["parallel_classes"] > 0 and out["edges"] > 50_000
+    for key in ("umap2", "umap3", "transform"):
+        assert out[f"{key}_1"] == out[f"{key}_2"] == out[f"{key}_4"], key
