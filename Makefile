@@ -15,7 +15,7 @@ $(VENV)/.stamp-base: pyproject.toml
 $(VENV)/.stamp-test: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e ".[test,plot]"
+	$(PIP) install -q -e ".[test,plot,dask]"
 	touch $@ $(VENV)/.stamp-base
 
 ## demo: embed the bundled CBMC data, print a summary, write out/cbmc_umap.h5ad and out/cbmc_umap.png

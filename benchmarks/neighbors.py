@@ -8,20 +8,25 @@ Run (from the repository root, with the ``test`` extra installed; ~15 min on 2 c
 Sides, each in fresh processes, alternated ``--repeats`` times (medians reported):
 
 * ``annumap``: ``annumap.pp.neighbors(adata, use_rep='X_pca')``, automatic backend (exact BLAS
-  search up to ``n_obs**2 * n_pcs = 2.5e11``: all datasets here).
-* ``annumap-nnd``: the same with ``transformer='pynndescent'``.
-* ``scanpy``: ``scanpy.pp.neighbors(adata, use_rep='X_pca')`` with its automatic choice:
-  scikit-learn brute force below 8,192 cells; above, scanpy 1.11.5 builds pynndescent's
-  ``PyNNDescentTransformer``, whose ``csr_array`` output crashes scanpy on SciPy 1.17
-  (``getnnz``). There we pass the same transformer with scanpy's own settings
-  (``n_trees = min(64, 5 + round(sqrt(n) / 20))``, ``n_iters = max(5, round(log2(n)))``)
+  search up to ``n_obs**2 * n_pcs = 1.2e10``, annumap's NN-descent above: mnist70k).
+* ``annumap-exact``: the same with ``transformer='exact'``.
+* ``annumap-pynnd``: the same with ``transformer='pynndescent'`` (umap-learn's sizing).
+* ``scanpy``: ``scanpy.pp.neighbors(adata, use_rep='X_pca')`` as scanpy runs it, with its
+  default ``settings.n_jobs = 1``, which it passes to pynndescent: scikit-learn brute force
+  below 8,192 cells; above, scanpy 1.11.5 builds pynndescent's ``PyNNDescentTransformer``,
+  whose ``csr_array`` output crashes scanpy on SciPy 1.17 (``getnnz``). There we pass the same
+  transformer with scanpy's own settings (``n_jobs=settings.n_jobs``,
+  ``n_trees = min(64, 5 + round(sqrt(n) / 20))``, ``n_iters = max(5, round(log2(n)))``)
   wrapped to return a ``csr_matrix`` - the only change to scanpy's path.
+
+annumap's sides use all cores (``n_jobs=None``; 2 on the development machine).
 
 Per run: ``cold`` = import + first call in a new process (includes JIT compilation: numba's
 on-disk cache is warm for annumap's kernels; pynndescent compiles in every new process),
 ``warm`` = a second call in the same process, ``peak`` = peak RSS increase during the first
-call, ``recall`` = mean fraction of the exact 14 nearest neighbours found (exact = annumap's
-exact search, tested equal to scikit-learn's brute force).
+call, ``recall`` = mean fraction of the exact 14 nearest neighbours found, the exact ones from
+scikit-learn's ``NearestNeighbors(algorithm='brute')`` on the same matrix (an independent
+reference; computed once per dataset and cached in ``.bench_cache/``).
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import graph_path, machine, run_fresh, save
+import numpy as np
+from _common import CACHE, graph_path, machine, representation, run_fresh, save
 
 DATASETS = ("pbmc68k", "cbmc", "mnist70k")
 
@@ -43,7 +49,7 @@ import numpy as np, anndata as ad
 {imp}
 t_import = time.perf_counter() - t0
 src = ad.read_h5ad({path!r})
-exact = src.obsp["distances"]
+exact = np.load({truth!r})
 def fresh():
     a = ad.AnnData(np.zeros((src.n_obs, 1), dtype=np.float32))
     a.obsm["X_pca"] = src.obsm["X_pca"]
@@ -54,8 +60,8 @@ t = time.perf_counter(); {call}(a); first = time.perf_counter() - t
 peak_inc = peak() - base
 t = time.perf_counter(); {call}(b); second = time.perf_counter() - t
 D = b.obsp["distances"]
-hits = [len(set(D.indices[D.indptr[i]:D.indptr[i + 1]]) &
-            set(exact.indices[exact.indptr[i]:exact.indptr[i + 1]])) for i in range(b.n_obs)]
+hits = [len(set(D.indices[D.indptr[i]:D.indptr[i + 1]]) & set(exact[i]))
+        for i in range(b.n_obs)]
 recall = float(np.mean(hits) / 14)
 print(json.dumps({{"import": t_import, "cold": t_import + first, "first": first, "warm": second,
                   "peak_inc": peak_inc, "recall": recall}}))
@@ -77,6 +83,7 @@ def run(adata):
         sc.pp.neighbors(adata, n_neighbors=15, use_rep="X_pca")
     else:
         tr = CsrMatrixNND(n_neighbors=15, metric="euclidean", random_state=0,
+                          n_jobs=sc.settings.n_jobs,
                           n_trees=min(64, 5 + int(round(n ** 0.5 / 20.0))),
                           n_iters=max(5, int(round(np.log2(n)))))
         sc.pp.neighbors(adata, use_rep="X_pca", transformer=tr)
@@ -84,7 +91,12 @@ def run(adata):
 
 SIDES = {
     "annumap": ("import annumap", "(lambda x: annumap.pp.neighbors(x, use_rep='X_pca'))", ""),
-    "annumap-nnd": (
+    "annumap-exact": (
+        "import annumap",
+        "(lambda x: annumap.pp.neighbors(x, use_rep='X_pca', transformer='exact'))",
+        "",
+    ),
+    "annumap-pynnd": (
         "import annumap",
         "(lambda x: annumap.pp.neighbors(x, use_rep='X_pca', transformer='pynndescent'))",
         "",
@@ -93,9 +105,24 @@ SIDES = {
 }
 
 
-def run_side(side: str, path: str) -> dict:
+def truth_path(name: str) -> str:
+    """The 14 exact neighbours of every row (scikit-learn brute force, self removed), cached."""
+    path = CACHE / f"{name}_sklearn_knn14.npy"
+    if not path.exists():
+        from sklearn.neighbors import NearestNeighbors
+
+        X = representation(name)
+        idx = NearestNeighbors(n_neighbors=15, algorithm="brute").fit(X).kneighbors(X)[1]
+        rows = np.arange(X.shape[0])[:, None]
+        # drop the point itself (or, for a duplicate ranked first, the last column)
+        keep = np.where((idx == rows).any(1)[:, None], idx != rows, np.arange(15) < 14)
+        np.save(path, idx[keep].reshape(-1, 14))
+    return str(path)
+
+
+def run_side(side: str, path: str, truth: str) -> dict:
     imp, call, extra = SIDES[side]
-    code = SETUP.format(imp=imp + "\n" + extra, path=path, call=call)
+    code = SETUP.format(imp=imp + "\n" + extra, path=path, call=call, truth=truth)
     return run_fresh(code)
 
 
@@ -124,11 +151,12 @@ def main() -> None:
     results = {}
     for name in args.datasets:
         path = str(graph_path(name))
+        truth = truth_path(name)
         runs: dict[str, list[dict]] = {side: [] for side in SIDES}
         for rep in range(args.repeats):
             for side in SIDES if rep % 2 == 0 else reversed(SIDES):
                 print(f"[{name}] {side} run {rep + 1}", file=sys.stderr, flush=True)
-                runs[side].append(run_side(side, path))
+                runs[side].append(run_side(side, path, truth))
         import anndata as ad
 
         n_obs = ad.read_h5ad(path, backed="r").n_obs

@@ -4,6 +4,7 @@ Run (from the repository root; minutes per size on 2 cores; not a test)::
 
     .venv/bin/python benchmarks/scale.py                          # 50k and 200k
     .venv/bin/python benchmarks/scale.py --sizes 1000000          # 1M (long: see README)
+    .venv/bin/python benchmarks/scale.py --sizes 200000 --steps dask   # Dask, exact blockwise
 
 Data: ``n`` cells in 50 dimensions, 20 Gaussian clusters (centres N(0, 4^2) per coordinate,
 unit within-cluster noise, cluster sizes uniform at random), float32, seed 0; generated once per
@@ -11,9 +12,14 @@ size into ``.bench_cache/``. Each step runs in its own fresh process so that its
 own:
 
 * ``neighbors``: load X, ``annumap.pp.neighbors(adata, n_neighbors=15)`` with the automatic
-  backend (pynndescent at these sizes; its numba JIT is compiled in every new process and is
-  part of the time), then recall of the 14 true neighbours on 1,000 random cells (exact search
-  on those rows). The graph is written to ``.bench_cache/`` after the measurement.
+  backend (annumap's NN-descent at these sizes; its numba kernels load from the on-disk cache),
+  then recall of the 14 true neighbours on 1,000 random cells (scikit-learn brute force on
+  those rows). The graph is written to ``.bench_cache/`` after the measurement.
+* ``dask``: the same search on a Dask array (row blocks of 25,000, memory-mapped input) on a
+  ``dask.distributed.LocalCluster`` of 2 single-threaded worker processes: the exact blockwise
+  path for data past one machine. Reports the client's peak, each worker's peak RSS and the
+  throughput in multiply-adds (``n**2 * d``) per second, from which ``docs/large_data.md``
+  projects 10M cells.
 * ``umap``: read that file, ``annumap.tl.umap(adata)`` with the defaults (spectral init,
   200 epochs above 10,000 cells); the time to the first epoch's callback is reported as
   ``init`` (a/b fit, graph checks, spectral init), the rest as ``layout``.
@@ -68,9 +74,9 @@ annumap.pp.neighbors(adata, n_neighbors={k})
 elapsed = time.perf_counter() - t
 top = peak()
 D, C = adata.obsp["distances"], adata.obsp["connectivities"]
-from annumap._core.knn._exact import exact_knn
+from sklearn.neighbors import NearestNeighbors
 rows = np.sort(np.random.default_rng(1).choice(X.shape[0], 1000, replace=False))
-true_idx, _ = exact_knn(X, {k}, rows=rows)
+true_idx = NearestNeighbors(n_neighbors={k}, algorithm="brute").fit(X).kneighbors(X[rows])[1]
 hits = [len(set(D.indices[D.indptr[r]:D.indptr[r + 1]]) & set(true_idx[i, 1:]))
         for i, r in enumerate(rows)]
 adata.write_h5ad({graph_path!r})
@@ -81,6 +87,34 @@ print(json.dumps({{
     "dist_nnz": int(D.nnz), "conn_nnz": int(C.nnz),
     "dtypes": {{"distances": [str(D.indptr.dtype), str(D.indices.dtype)],
                "connectivities": [str(C.indptr.dtype), str(C.indices.dtype)]}},
+}}))
+"""
+
+DASK = """
+import numpy as np, anndata as ad, dask.array as da
+from distributed import Client, LocalCluster
+t0 = time.perf_counter()
+import annumap
+t_import = time.perf_counter() - t0
+cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+client = Client(cluster)
+X = da.from_array(np.load({x_path!r}, mmap_mode="r"), chunks=(25_000, {d}))
+adata = ad.AnnData(np.zeros(({n}, 1), dtype=np.float32))
+adata.obsm["X_pca"] = X
+base = reset_peak()
+t = time.perf_counter()
+annumap.pp.neighbors(adata, n_neighbors={k}, use_rep="X_pca", n_jobs=1)
+elapsed = time.perf_counter() - t
+top = peak()
+workers = client.run(lambda: __import__("resource").getrusage(0).ru_maxrss * 1024)
+client.close(); cluster.close()
+D = adata.obsp["distances"]
+print(json.dumps({{
+    "import": t_import, "time": elapsed, "base": base, "peak": top, "extra": top - base,
+    "backend": "dask-" + adata.uns["neighbors"]["params"]["knn_backend"],
+    "worker_peak_mb": [round(v / 2**20, 1) for v in workers.values()],
+    "multiply_adds_per_s": float({n}) ** 2 * {d} / elapsed,
+    "dist_nnz": int(D.nnz), "conn_nnz": int(adata.obsp["connectivities"].nnz),
 }}))
 """
 
@@ -132,7 +166,7 @@ def run_size(n: int, steps: list[str], timeout: float) -> dict:
         run_fresh(MAKE_DATA.format(**fmt), timeout=timeout)
     out: dict = {"n_obs": n}
     for step in steps:
-        code = NEIGHBORS if step == "neighbors" else UMAP
+        code = {"neighbors": NEIGHBORS, "umap": UMAP, "dask": DASK}[step]
         if step == "umap" and not Path(graph_path).exists():
             msg = f"run the neighbors step for n={n} first (no {graph_path})"
             raise FileNotFoundError(msg)

@@ -60,7 +60,14 @@ def materialize(adata: AnnData) -> None:
 
 
 def check_finite(X: np.ndarray | sparse.spmatrix, where: str, obs_names: Any = None) -> None:
-    """Raise a ValueError naming ``where`` if ``X`` holds NaN or infinite values."""
+    """Raise a ValueError naming ``where`` if ``X`` holds NaN or infinite values.
+
+    A Dask array is not read here: its blocks are checked where they are searched.
+    """
+    from ._core.knn._dask import is_dask_array
+
+    if is_dask_array(X):
+        return
     data = X.data if sparse.issparse(X) else np.asarray(X)
     if data.dtype.kind not in "fc":
         return
@@ -114,7 +121,14 @@ def check_sparse_structure(X: sparse.spmatrix, where: str) -> None:
 
 
 def _as_numeric(X: Any, where: str) -> np.ndarray | sparse.csr_matrix:
-    """Dense float32/float64 array or CSR matrix from any numeric array-like."""
+    """Dense float32/float64 array or CSR matrix from any numeric array-like.
+
+    A Dask array stays a Dask array (checked by ``pp.neighbors``'s blockwise search).
+    """
+    from ._core.knn._dask import is_dask_array
+
+    if is_dask_array(X):
+        return X
     if sparse.issparse(X):
         if X.dtype.kind not in "biuf":
             msg = f"{where} has dtype {X.dtype}; a numeric matrix is needed."

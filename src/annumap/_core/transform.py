@@ -2,8 +2,9 @@
 
 Steps, as umap-learn 0.5 does them:
 
-1. the ``k`` nearest reference points of each query point (:func:`query_knn`; ``k`` is the
-   reference's ``n_neighbors``);
+1. the ``k`` nearest reference points of each query point (:func:`.knn.query_knn`, with the
+   backends and the automatic choice of ``pp.neighbors``; ``k`` is the reference's
+   ``n_neighbors``);
 2. the bipartite fuzzy graph (:func:`bipartite_graph`): ``w_ij = exp(-d_ij / sigma_i)`` with
    ``rho_i = 0`` (local connectivity 1 - 1) and ``sigma_i`` from the graph's own bisection,
    :func:`.fuzzy.smooth_knn_dist` with ``local_connectivity=0`` (a zero distance gives weight 1);
@@ -34,11 +35,9 @@ from ._rng import epoch_key
 
 __all__ = [
     "bipartite_graph",
-    "choose_query_backend",
     "default_transform_epochs",
     "init_positions",
     "optimize_transform",
-    "query_knn",
     "transform",
 ]
 
@@ -59,79 +58,6 @@ def default_transform_epochs(n_query: int, reference_epochs: int | None = None) 
     if reference_epochs is not None:
         return max(1, int(reference_epochs) // 3)
     return 100 if n_query <= 10_000 else 30
-
-
-def choose_query_backend(n_ref: int, n_query: int, n_features: int, metric: str) -> str:
-    """``'exact'`` where a brute-force search is cheap (no JIT warm-up), else ``'pynndescent'``."""
-    from .knn import EXACT_MAX_WORK, EXACT_METRICS
-    from .knn._exact import BLAS_METRICS
-
-    if metric not in EXACT_METRICS:
-        return "pynndescent"
-    if metric not in BLAS_METRICS:
-        return "exact" if float(n_ref) * n_query <= 4096.0**2 else "pynndescent"
-    return "exact" if float(n_ref) * n_query * n_features <= EXACT_MAX_WORK else "pynndescent"
-
-
-def query_knn(
-    X_ref: np.ndarray | sparse.spmatrix,
-    X_query: np.ndarray | sparse.spmatrix,
-    n_neighbors: int,
-    *,
-    backend: str = "auto",
-    metric: str = "euclidean",
-    metric_kwds: dict[str, Any] | None = None,
-    random_state: int = 0,
-    n_jobs: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """The ``n_neighbors`` nearest reference rows of each query row.
-
-    ``backend`` is ``'exact'`` (:func:`.knn._exact.exact_query_knn`), ``'pynndescent'`` (an
-    NN-descent index of the reference queried with umap-learn's ``epsilon``: 0.12, or 0.24 for
-    angular metrics) or ``'auto'`` (:func:`choose_query_backend`). Returns int64 indices,
-    float32 distances (ascending per row) and the backend that ran.
-    """
-    if backend == "auto":
-        backend = choose_query_backend(X_ref.shape[0], X_query.shape[0], X_ref.shape[1], metric)
-    if backend == "exact":
-        from .knn._exact import exact_query_knn
-
-        idx, dist = exact_query_knn(
-            X_ref, X_query, n_neighbors, metric=metric, metric_kwds=metric_kwds, n_jobs=n_jobs
-        )
-        return idx, dist, backend
-    if backend != "pynndescent":
-        msg = f"unknown kNN backend {backend!r}; valid: ('auto', 'exact', 'pynndescent')."
-        raise ValueError(msg)
-    from pynndescent import NNDescent
-
-    from ._numba import resolve_n_jobs
-
-    n_ref = X_ref.shape[0]
-    if sparse.issparse(X_ref):
-        ref = sparse.csr_matrix(X_ref, dtype=np.float32)
-        query = sparse.csr_matrix(X_query, dtype=np.float32)
-    else:
-        ref = np.asarray(X_ref, dtype=np.float32)
-        dense = X_query.toarray() if sparse.issparse(X_query) else X_query
-        query = np.asarray(dense, dtype=np.float32)
-    index = NNDescent(
-        ref,
-        n_neighbors=min(max(n_neighbors, 15), n_ref - 1),
-        metric=metric,
-        metric_kwds=metric_kwds or {},
-        random_state=random_state,
-        n_trees=min(64, 5 + round(np.sqrt(n_ref) / 20.0)),
-        n_iters=max(5, round(np.log2(n_ref))),
-        max_candidates=60,
-        low_memory=True,
-        n_jobs=resolve_n_jobs(n_jobs),
-        verbose=False,
-        compressed=False,
-    )
-    epsilon = 0.24 if getattr(index, "_angular_trees", False) else 0.12
-    idx, dist = index.query(query, k=n_neighbors, epsilon=epsilon)
-    return np.asarray(idx, dtype=np.int64), np.asarray(dist, dtype=np.float32), backend
 
 
 def bipartite_graph(distances: np.ndarray) -> np.ndarray:
@@ -291,6 +217,8 @@ def transform(
         raise ValueError(msg)
     k = min(int(n_neighbors), n_ref)
     epochs = default_transform_epochs(X_query.shape[0]) if n_epochs is None else int(n_epochs)
+    from .knn import query_knn
+
     indices, dists, backend = query_knn(
         X_ref,
         X_query,

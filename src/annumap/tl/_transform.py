@@ -23,7 +23,7 @@ logger = logging.getLogger("annumap")
 
 _METHODS = ("auto", "umap", "parametric")
 _REPRESENTATIONS = ("auto", "project", "query")
-_KNN_BACKENDS = ("auto", "exact", "pynndescent")
+_KNN_BACKENDS = ("auto", "exact", "nndescent", "pynndescent")
 #: Reference rows used to check that ``.X @ .varm['PCs']`` reproduces ``.obsm['X_pca']``.
 _CHECK_ROWS = 2000
 #: Largest deviation accepted in that check, relative to the largest score of the checked rows
@@ -282,7 +282,7 @@ def umap_transform(
     representation: Literal["auto", "project", "query"] = "auto",
     maxiter: int | None = None,
     random_state: int | None = 0,
-    knn_backend: Literal["auto", "exact", "pynndescent"] = "auto",
+    knn_backend: Literal["auto", "exact", "nndescent", "pynndescent"] = "auto",
     key_added: str | None = None,
     n_jobs: int | None = None,
     progress: bool | None = None,
@@ -337,8 +337,12 @@ def umap_transform(
     random_state
         Seed of the optimisation's negative sampling (an int). Not used by ``'parametric'``.
     knn_backend
-        Query neighbour search: ``'exact'`` (BLAS), ``'pynndescent'`` (an index of the
-        reference) or ``'auto'`` (exact while ``n_query * n_ref * n_features <= 2.5e11``).
+        Query neighbour search, with the backends and the automatic choice of
+        :func:`annumap.pp.neighbors`: ``'exact'`` (BLAS), ``'nndescent'`` (annumap's
+        NN-descent over reference and query, deterministic for any ``n_jobs``),
+        ``'pynndescent'`` (an index of the reference) or ``'auto'`` (exact while
+        ``n_query * n_ref * n_features <= 1.2e10`` or either side has fewer than 4096 rows,
+        else ``'nndescent'`` for euclidean, cosine and correlation, else ``'pynndescent'``).
     key_added
         Write ``.obsm[key_added]`` and ``.uns[key_added]`` instead of the reference's obsm key
         and ``'umap_transform'``.

@@ -1,0 +1,687 @@
+"""NN-descent of our own: approximate k-nearest neighbours, deterministic for any thread count.
+
+The search (Dong et al. 2011, as pynndescent) in a *pull* formulation, so that every parallel
+loop writes only what its iteration owns and the result does not depend on the thread count or
+the scheduling:
+
+1. **Random projection forest** (:func:`_rp_forest`, trees in parallel, each tree serial):
+   a node's points are split by the hyperplane halfway between two of its points drawn with the
+   counter-based hash of :mod:`.._rng` keyed by (seed, tree, node), down to leaves of at most
+   ``leaf_size`` points. A point lies in one leaf per tree, so the thread that joins a leaf
+   (all pairs, :func:`_leaf_join`) owns the heaps of its points.
+2. **Iterations** on the frozen graph of the previous one: each vertex samples up to
+   ``max_candidates`` "new" and "old" candidates among its forward and reverse neighbours
+   (priority = hash of (seed, iteration, pair), so the sample is a function of the graph only)
+   (:func:`_candidates`); the candidate lists are transposed serially (:func:`_transpose`).
+   Then, batch by batch of vertices ``v``, the distances among ``v``'s candidates are measured
+   once into ``v``'s own matrix (:func:`_pair_distances`: pairs with at least one new member,
+   rows read from cache), and every vertex ``i`` reads its row of the matrices of the lists it
+   is in and pushes those neighbours into **its own** heap (:func:`_pull`). No locks, no
+   order dependence; each pair is measured once, as in the usual formulation.
+3. Stop after ``n_iters`` iterations or when fewer than ``delta * n * k`` heap entries changed
+   (an integer count: deterministic).
+4. The final neighbours are re-measured in float64 (:func:`_final_distances`) and sorted, the
+   point itself first.
+
+Distances during the search are float32 squared euclidean on the input; cosine and correlation
+run as euclidean on unit (centred) rows, which ranks identically.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+from scipy import sparse
+
+from .._numba import njit, threads
+from .._rng import GOLDEN, MIX1, MIX2, epoch_key
+
+__all__ = ["NNDESCENT_METRICS", "nndescent_knn", "nndescent_query_knn", "nndescent_settings"]
+
+#: Metrics the NN-descent backend computes (others go to pynndescent).
+NNDESCENT_METRICS = frozenset({"euclidean", "l2", "sqeuclidean", "cosine", "correlation"})
+_S27 = np.uint64(27)
+_S30 = np.uint64(30)
+_S31 = np.uint64(31)
+_S32 = np.uint64(32)
+#: fastmath flags of the distance loops: reassociation lets the float32 sum vectorise (the same
+#: machine code runs for every thread count, so results stay bit-identical across n_jobs).
+_FAST = {"reassoc", "contract", "nsz"}
+#: Bytes of the per-batch candidate distance matrices (batch x 2m x (2m + 1) float32).
+_BATCH_BYTES = 128 * 2**20
+_METRIC_CODE = {"euclidean": 0, "l2": 0, "sqeuclidean": 1, "cosine": 2, "correlation": 3}
+#: Streams of the counter-based generator (kept apart from the layout's and transform's).
+_TREE_STREAM = 0x4E4E_0001
+_ITER_STREAM = 0x4E4E_0002
+
+
+def nndescent_settings(n_obs: int, n_neighbors: int) -> dict[str, int | float]:
+    """Forest and iteration sizing of the NN-descent backend for ``n_obs`` points.
+
+    Measured on MNIST 70k (PCA 50) and 50-D Gaussian mixtures of 200k and 1M points for
+    ``n_neighbors=15`` (``benchmarks/neighbors.py``): these settings give recall >= 0.95 of the
+    exact neighbours. Returns ``n_trees``, ``leaf_size``, ``n_iters``, ``max_candidates``,
+    ``delta`` and ``extra`` (heap slots searched beyond ``n_neighbors - 1``).
+    """
+    k = max(int(n_neighbors), 2)
+    return {
+        "n_trees": 4 if n_obs < 200_000 else 6,
+        "leaf_size": max(24, 2 * k),
+        "n_iters": max(5, round(np.log2(max(n_obs, 2)))),
+        "max_candidates": min(16, max(k, 8)),
+        "delta": 0.001,
+        "extra": 4,
+    }
+
+
+@njit
+def _hash(key, a, b):  # pragma: no cover - numba
+    """splitmix64 of (key, a, b) as uint64."""
+    z = key + np.uint64(a) * GOLDEN
+    z = (z ^ (z >> _S30)) * MIX1
+    z = (z ^ (z >> _S27)) * MIX2
+    z = (z ^ (z >> _S31)) + np.uint64(b) * GOLDEN
+    z = (z ^ (z >> _S30)) * MIX1
+    z = (z ^ (z >> _S27)) * MIX2
+    return z ^ (z >> _S31)
+
+
+@njit(fastmath=_FAST)
+def _sqdist(X, p, q):  # pragma: no cover - numba
+    d = np.float32(0.0)
+    for t in range(X.shape[1]):
+        diff = X[p, t] - X[q, t]
+        d += diff * diff
+    return d
+
+
+@njit
+def _push(idx, dist, flag, j, d):  # pragma: no cover - numba
+    """Push ``j`` at distance ``d`` into one max-heap (root = farthest) unless present; 1 if in."""
+    if d >= dist[0]:
+        return 0
+    K = idx.shape[0]
+    for s in range(K):
+        if idx[s] == j:
+            return 0
+    pos = 0
+    while True:
+        left = 2 * pos + 1
+        if left >= K:
+            break
+        right = left + 1
+        child = left
+        if right < K and dist[right] > dist[left]:
+            child = right
+        if dist[child] <= d:
+            break
+        idx[pos] = idx[child]
+        dist[pos] = dist[child]
+        flag[pos] = flag[child]
+        pos = child
+    idx[pos] = j
+    dist[pos] = d
+    flag[pos] = 1
+    return 1
+
+
+@njit
+def _rp_tree(X, key, leaf_size, order, starts):  # pragma: no cover - numba
+    """One random projection tree; returns its number of leaves.
+
+    ``order`` is permuted so that leaves are contiguous: leaf ``l`` is
+    ``order[starts[l]:starts[l + 1]]``.
+    """
+    n, dim = X.shape
+    for i in range(n):
+        order[i] = i
+    stack_lo = np.empty(n + 1, dtype=np.int64)
+    stack_hi = np.empty(n + 1, dtype=np.int64)
+    normal = np.empty(dim, dtype=np.float32)
+    sp = 1
+    stack_lo[0] = 0
+    stack_hi[0] = n
+    n_leaves = 0
+    while sp > 0:
+        sp -= 1
+        lo = stack_lo[sp]
+        hi = stack_hi[sp]
+        size = hi - lo
+        if size <= leaf_size:
+            starts[n_leaves] = lo
+            n_leaves += 1
+            continue
+        h = _hash(key, lo, hi)
+        a = lo + np.int64((h >> _S32) % np.uint64(size))
+        b = lo + np.int64((h & np.uint64(0xFFFFFFFF)) % np.uint64(size - 1))
+        if b >= a:
+            b += 1
+        pa = order[a]
+        pb = order[b]
+        offset = np.float32(0.0)
+        for t in range(dim):
+            normal[t] = X[pa, t] - X[pb, t]
+            offset += normal[t] * (X[pa, t] + X[pb, t]) * np.float32(0.5)
+        i = lo
+        j = hi - 1
+        while i <= j:
+            p = order[i]
+            m = -offset
+            for t in range(dim):
+                m += normal[t] * X[p, t]
+            left = m < 0
+            if m == 0:
+                left = (_hash(key, p, hi) & np.uint64(1)) == 0
+            if left:
+                i += 1
+            else:
+                order[i] = order[j]
+                order[j] = p
+                j -= 1
+        mid = i
+        if mid in (lo, hi):  # all on one side (duplicates): split in the middle
+            mid = lo + size // 2
+        stack_lo[sp] = mid
+        stack_hi[sp] = hi
+        stack_lo[sp + 1] = lo
+        stack_hi[sp + 1] = mid
+        sp += 2
+    starts[n_leaves] = n
+    return n_leaves
+
+
+@njit(parallel=True)
+def _rp_forest(X, key, leaf_size, order, starts, n_leaves):  # pragma: no cover - numba
+    """``order.shape[0]`` trees (:func:`_rp_tree`) in parallel; tree ``t`` keyed by (key, t)."""
+    for t in prange(order.shape[0]):
+        n_leaves[t] = _rp_tree(X, _hash(key, t, 0), leaf_size, order[t], starts[t])
+
+
+@njit(parallel=True, fastmath=_FAST)
+def _leaf_join(X, order, starts, n_leaves, n_targets, heap_idx, heap_dist,
+               heap_flag):  # pragma: no cover - numba  # fmt: skip
+    """All pairs of each leaf of one tree into both points' heaps (targets ``< n_targets``)."""
+    for leaf in prange(n_leaves):
+        lo = starts[leaf]
+        hi = starts[leaf + 1]
+        for a in range(lo, hi):
+            p = order[a]
+            for b in range(a + 1, hi):
+                q = order[b]
+                if p >= n_targets and q >= n_targets:
+                    continue
+                d = _sqdist(X, p, q)
+                if q < n_targets:
+                    _push(heap_idx[p], heap_dist[p], heap_flag[p], q, d)
+                if p < n_targets:
+                    _push(heap_idx[q], heap_dist[q], heap_flag[q], p, d)
+
+
+@njit
+def _reverse(heap_idx, heap_flag, ptr, src, src_flag):  # pragma: no cover - numba
+    """Reverse graph in CSR (``ptr``, ``src``, ``src_flag``), each list ascending in source."""
+    n, K = heap_idx.shape
+    ptr[:] = 0
+    for u in range(n):
+        for s in range(K):
+            v = heap_idx[u, s]
+            if v >= 0:
+                ptr[v + 1] += 1
+    for v in range(n):
+        ptr[v + 1] += ptr[v]
+    fill = ptr[:-1].copy()
+    for u in range(n):
+        for s in range(K):
+            v = heap_idx[u, s]
+            if v >= 0:
+                src[fill[v]] = u
+                src_flag[fill[v]] = heap_flag[u, s]
+                fill[v] += 1
+
+
+@njit
+def _sample(cand, prio, count, j, p):  # pragma: no cover - numba
+    """Keep the ``cand.shape[0]`` entries of lowest (priority, index) in ``cand``; new count."""
+    m = cand.shape[0]
+    for t in range(count):
+        if cand[t] == j:
+            return count
+    if count == m and (p > prio[m - 1] or (p == prio[m - 1] and j > cand[m - 1])):
+        return count
+    pos = count if count < m else m - 1
+    while pos > 0 and (prio[pos - 1] > p or (prio[pos - 1] == p and cand[pos - 1] > j)):
+        prio[pos] = prio[pos - 1]
+        cand[pos] = cand[pos - 1]
+        pos -= 1
+    prio[pos] = p
+    cand[pos] = j
+    return count + 1 if count < m else count
+
+
+@njit(parallel=True)
+def _candidates(heap_idx, heap_flag, ptr, src, src_flag, key, new_c, new_n, old_c,
+                old_n):  # pragma: no cover - numba  # fmt: skip
+    """Per vertex, sampled new and old candidates among its forward and reverse neighbours.
+
+    A forward neighbour sampled as new is flagged old in the vertex's own heap.
+    """
+    n, K = heap_idx.shape
+    m = new_c.shape[1]
+    for v in prange(n):
+        new_p = np.empty(m, dtype=np.uint64)
+        old_p = np.empty(m, dtype=np.uint64)
+        cn = 0
+        co = 0
+        for s in range(K):
+            j = heap_idx[v, s]
+            if j < 0:
+                continue
+            p = _hash(key, min(v, j), max(v, j))
+            if heap_flag[v, s]:
+                cn = _sample(new_c[v], new_p, cn, j, p)
+            else:
+                co = _sample(old_c[v], old_p, co, j, p)
+        for e in range(ptr[v], ptr[v + 1]):
+            j = src[e]
+            p = _hash(key, min(v, j), max(v, j))
+            if src_flag[e]:
+                cn = _sample(new_c[v], new_p, cn, j, p)
+            else:
+                co = _sample(old_c[v], old_p, co, j, p)
+        new_n[v] = cn
+        old_n[v] = co
+        for s in range(K):
+            if heap_flag[v, s]:
+                j = heap_idx[v, s]
+                for t in range(cn):
+                    if new_c[v, t] == j:
+                        heap_flag[v, s] = 0
+                        break
+
+
+@njit
+def _transpose(cand, count, ptr, members, pos):  # pragma: no cover - numba
+    """Transpose candidate lists: who lists ``i``, and where.
+
+    ``members[ptr[i]:ptr[i + 1]]`` are the vertices whose list holds ``i`` (ascending) and
+    ``pos`` the place of ``i`` in each of those lists.
+    """
+    n = cand.shape[0]
+    ptr[:] = 0
+    for v in range(n):
+        for t in range(count[v]):
+            ptr[cand[v, t] + 1] += 1
+    for i in range(n):
+        ptr[i + 1] += ptr[i]
+    fill = ptr[:-1].copy()
+    for v in range(n):
+        for t in range(count[v]):
+            i = cand[v, t]
+            members[fill[i]] = v
+            pos[fill[i]] = t
+            fill[i] += 1
+
+
+@njit(parallel=True, fastmath=_FAST)
+def _pair_distances(X, v0, new_c, new_n, old_c, old_n, D):  # pragma: no cover - numba
+    """For each vertex ``v = v0 + r`` of a batch, the distances among its candidates.
+
+    The list of ``v`` is its new candidates followed by its old ones (``L``);
+    ``D[r, a, b] = |L[a] - L[b]|^2`` for pairs with at least one new member and
+    ``D[r, a, -1] = |L[a] - v|^2``. The rows of one list are read once, from cache.
+    """
+    width = D.shape[2] - 1
+    for r in prange(D.shape[0]):
+        v = v0 + r
+        nn = new_n[v]
+        total = nn + old_n[v]
+        L = np.empty(width, dtype=np.int64)
+        for a in range(nn):
+            L[a] = new_c[v, a]
+        for a in range(nn, total):
+            L[a] = old_c[v, a - nn]
+        Dr = D[r]
+        for a in range(total):
+            Dr[a, width] = _sqdist(X, L[a], v)
+        for a in range(nn):
+            for b in range(a + 1, total):
+                d = _sqdist(X, L[a], L[b])
+                Dr[a, b] = d
+                Dr[b, a] = d
+
+
+@njit(parallel=True)
+def _pull(v0, v1, n_targets, new_c, new_n, old_c, old_n, new_ptr, new_mem, new_pos, new_cur,
+          old_ptr, old_mem, old_pos, old_cur, D, heap_idx, heap_dist, heap_flag,
+          updates):  # pragma: no cover - numba  # fmt: skip
+    """Each vertex ``i`` pushes into its own heap what the batch ``[v0, v1)`` measured for it.
+
+    ``new_cur[i]`` and ``old_cur[i]`` walk ``i``'s memberships (ascending in ``v``) batch by
+    batch; only ``i``'s heap, cursors and ``updates[i]`` are written for ``i``.
+    """
+    width = D.shape[2] - 1
+    for i in prange(heap_idx.shape[0]):
+        hi = heap_idx[i]
+        hd = heap_dist[i]
+        hf = heap_flag[i]
+        c = 0
+        e = new_cur[i]
+        while e < new_ptr[i + 1] and new_mem[e] < v1:
+            v = new_mem[e]
+            a = new_pos[e]
+            Dr = D[v - v0]
+            if v < n_targets and Dr[a, width] < hd[0]:
+                c += _push(hi, hd, hf, v, Dr[a, width])
+            nn = new_n[v]
+            for b in range(nn + old_n[v]):
+                j = new_c[v, b] if b < nn else old_c[v, b - nn]
+                if b != a and j != i and j < n_targets and Dr[a, b] < hd[0]:
+                    c += _push(hi, hd, hf, j, Dr[a, b])
+            e += 1
+        new_cur[i] = e
+        e = old_cur[i]
+        while e < old_ptr[i + 1] and old_mem[e] < v1:
+            v = old_mem[e]
+            nn = new_n[v]
+            a = nn + old_pos[e]
+            Dr = D[v - v0]
+            for b in range(nn):
+                j = new_c[v, b]
+                if j != i and j < n_targets and Dr[a, b] < hd[0]:
+                    c += _push(hi, hd, hf, j, Dr[a, b])
+            e += 1
+        old_cur[i] = e
+        updates[i] += c
+
+
+@njit(parallel=True)
+def _final_distances(X, rows, cand, metric, out):  # pragma: no cover - numba
+    """Float64 distances between ``X[rows[r]]`` and ``X[cand[r, t]]`` (-1 gives inf).
+
+    ``metric``: 0 euclidean, 1 squared euclidean, 2 cosine, 3 correlation (on ``X`` as given).
+    """
+    dim = X.shape[1]
+    for r in prange(rows.shape[0]):
+        p = rows[r]
+        mp = 0.0
+        if metric == 3:
+            for t in range(dim):
+                mp += np.float64(X[p, t])
+            mp /= dim
+        for c in range(cand.shape[1]):
+            q = cand[r, c]
+            if q < 0:
+                out[r, c] = np.inf
+                continue
+            if metric <= 1:
+                s = 0.0
+                for t in range(dim):
+                    diff = np.float64(X[p, t]) - np.float64(X[q, t])
+                    s += diff * diff
+                out[r, c] = np.sqrt(s) if metric == 0 else s
+                continue
+            mq = 0.0
+            if metric == 3:
+                for t in range(dim):
+                    mq += np.float64(X[q, t])
+                mq /= dim
+            dot = 0.0
+            na = 0.0
+            nb = 0.0
+            for t in range(dim):
+                x = np.float64(X[p, t]) - mp
+                y = np.float64(X[q, t]) - mq
+                dot += x * y
+                na += x * x
+                nb += y * y
+            if p == q:
+                out[r, c] = 0.0
+            elif na == 0.0 or nb == 0.0:
+                out[r, c] = 1.0  # a zero vector: distance 1 to everything, as sklearn
+            else:
+                out[r, c] = max(1.0 - dot / np.sqrt(na * nb), 0.0)
+
+
+def _search_matrix(X: np.ndarray, metric: str) -> np.ndarray:
+    """The C-contiguous float32 matrix the search ranks on (unit rows for angular metrics)."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if metric in ("cosine", "correlation"):
+        X64 = X.astype(np.float64)
+        if metric == "correlation":
+            X64 -= X64.mean(axis=1, keepdims=True)
+        norms = np.sqrt(np.einsum("ij,ij->i", X64, X64))
+        norms[norms == 0] = 1.0
+        X = (X64 / norms[:, None]).astype(np.float32)
+    return X
+
+
+def _descent(
+    S: np.ndarray,
+    K: int,
+    *,
+    n_targets: int,
+    random_state: int,
+    settings: dict,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Heaps (int32 indices, float32 squared distances) of the ``K`` nearest targets per row.
+
+    The rows are first put in the leaf order of one random projection tree over the targets
+    (and the other rows after them), so that near points lie near in memory: the search runs
+    on the permuted copy and the heaps are mapped back.
+    """
+    n = S.shape[0]
+    perm = np.empty(n, dtype=np.int32)
+    starts = np.empty(n_targets + 1, dtype=np.int64)
+    key = epoch_key(random_state, _TREE_STREAM - 1)
+    _rp_tree(S[:n_targets], key, max(int(settings["leaf_size"]), K + 1), perm[:n_targets], starts)
+    perm[n_targets:] = np.arange(n_targets, n, dtype=np.int32)
+    del starts
+    heap_idx, heap_dist = _descent_ordered(
+        S[perm], K, n_targets=n_targets, random_state=random_state, settings=settings
+    )
+    out_idx = np.empty_like(heap_idx)
+    out_dist = np.empty_like(heap_dist)
+    out_idx[perm] = np.where(heap_idx >= 0, perm[heap_idx], -1)
+    out_dist[perm] = heap_dist
+    return out_idx, out_dist
+
+
+def _descent_ordered(
+    S: np.ndarray,
+    K: int,
+    *,
+    n_targets: int,
+    random_state: int,
+    settings: dict,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_descent` on rows already in locality order."""
+    n = S.shape[0]
+    n_trees = int(settings["n_trees"])
+    leaf_size = max(int(settings["leaf_size"]), K + 1)
+    m = int(settings["max_candidates"])
+    heap_idx = np.full((n, K), -1, dtype=np.int32)
+    heap_dist = np.full((n, K), np.inf, dtype=np.float32)
+    heap_flag = np.zeros((n, K), dtype=np.uint8)
+    # trees in pairs bound the memory of their permutations
+    tree_key = epoch_key(random_state, _TREE_STREAM)
+    group = 2
+    for first in range(0, n_trees, group):
+        count = min(group, n_trees - first)
+        order = np.empty((count, n), dtype=np.int32)
+        starts = np.empty((count, n + 1), dtype=np.int64)
+        n_leaves = np.empty(count, dtype=np.int64)
+        key = np.uint64(int(tree_key) ^ first)
+        _rp_forest(S, key, leaf_size, order, starts, n_leaves)
+        for t in range(count):
+            _leaf_join(S, order[t], starts[t], n_leaves[t], n_targets, heap_idx, heap_dist,
+                       heap_flag)  # fmt: skip
+        del order, starts
+    rev_ptr = np.empty(n + 1, dtype=np.int64)
+    rev_src = np.empty(n * K, dtype=np.int32)
+    rev_flag = np.empty(n * K, dtype=np.uint8)
+    new_c = np.empty((n, m), dtype=np.int32)
+    old_c = np.empty((n, m), dtype=np.int32)
+    new_n = np.empty(n, dtype=np.int64)
+    old_n = np.empty(n, dtype=np.int64)
+    new_ptr = np.empty(n + 1, dtype=np.int64)
+    old_ptr = np.empty(n + 1, dtype=np.int64)
+    new_mem = np.empty(n * m, dtype=np.int32)
+    old_mem = np.empty(n * m, dtype=np.int32)
+    new_pos = np.empty(n * m, dtype=np.int16)
+    old_pos = np.empty(n * m, dtype=np.int16)
+    new_cur = np.empty(n, dtype=np.int64)
+    old_cur = np.empty(n, dtype=np.int64)
+    updates = np.empty(n, dtype=np.int64)
+    batch = max(1, min(n, _BATCH_BYTES // (4 * 2 * m * (2 * m + 1))))
+    D = np.empty((batch, 2 * m, 2 * m + 1), dtype=np.float32)
+    limit = float(settings["delta"]) * n * K
+    for it in range(int(settings["n_iters"])):
+        _reverse(heap_idx, heap_flag, rev_ptr, rev_src, rev_flag)
+        key = epoch_key(random_state, _ITER_STREAM + it)
+        _candidates(heap_idx, heap_flag, rev_ptr, rev_src, rev_flag, key, new_c, new_n, old_c,
+                    old_n)  # fmt: skip
+        _transpose(new_c, new_n, new_ptr, new_mem, new_pos)
+        _transpose(old_c, old_n, old_ptr, old_mem, old_pos)
+        new_cur[:] = new_ptr[:-1]
+        old_cur[:] = old_ptr[:-1]
+        updates[:] = 0
+        for v0 in range(0, n, batch):
+            v1 = min(n, v0 + batch)
+            _pair_distances(S, v0, new_c, new_n, old_c, old_n, D[: v1 - v0])
+            _pull(v0, v1, n_targets, new_c, new_n, old_c, old_n, new_ptr, new_mem, new_pos,
+                  new_cur, old_ptr, old_mem, old_pos, old_cur, D, heap_idx, heap_dist,
+                  heap_flag, updates)  # fmt: skip
+        if int(updates.sum()) <= limit:
+            break
+    return heap_idx, heap_dist
+
+
+def _finish(X, rows, cand, metric, k, *, with_self):
+    """Re-measure candidates in float64 on ``X``; sort each row by (distance, index).
+
+    The row itself comes first when ``with_self``; ``k`` columns are kept.
+    """
+    code = _METRIC_CODE[metric]
+    out_idx = np.empty((rows.size, k), dtype=np.int64)
+    out_dist = np.empty((rows.size, k), dtype=np.float32)
+    chunk = 1 << 16
+    for start in range(0, rows.size, chunk):
+        sel = rows[start : start + chunk]
+        c = cand[start : start + chunk].astype(np.int64)
+        if with_self:
+            c = np.concatenate([sel[:, None], c], axis=1)
+        d = np.empty(c.shape, dtype=np.float64)
+        _final_distances(X, sel, c, code, d)
+        key = d.copy()
+        if with_self:
+            key[:, 0] = -1.0
+        order = _row_order(key, c)[:, :k]
+        out_idx[start : start + sel.size] = np.take_along_axis(c, order, 1)
+        out_dist[start : start + sel.size] = np.take_along_axis(d, order, 1)
+    return out_idx, out_dist
+
+
+def _measure_matrix(X: np.ndarray) -> np.ndarray:
+    """``X`` as a C-contiguous float32 or float64 array (the final distances are read from it)."""
+    dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float64
+    return np.ascontiguousarray(X, dtype=dtype)
+
+
+def _nearest_columns(heap_idx: np.ndarray, heap_dist: np.ndarray, K: int) -> np.ndarray:
+    """The ``K`` nearest entries of each heap (by float32 distance, then index)."""
+    if heap_idx.shape[1] == K:
+        return heap_idx
+    key = np.where(heap_idx >= 0, heap_dist, np.inf)
+    order = _row_order(key, heap_idx)[:, :K]
+    return np.take_along_axis(heap_idx, order, 1)
+
+
+def _row_order(key: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Per row, the column order by (key, index)."""
+    by_index = np.argsort(idx, axis=1, kind="stable")
+    k2 = np.take_along_axis(key, by_index, 1)
+    return np.take_along_axis(by_index, np.argsort(k2, axis=1, kind="stable"), 1)
+
+
+def nndescent_knn(
+    X: np.ndarray | sparse.spmatrix,
+    n_neighbors: int,
+    *,
+    metric: str = "euclidean",
+    random_state: int = 0,
+    n_jobs: int | None = None,
+    settings: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate k-nearest neighbours of every row of ``X`` among the rows of ``X``.
+
+    Parameters
+    ----------
+    X
+        (n_obs, n_features) data; sparse input is densified (the caller bounds its size).
+    n_neighbors
+        Neighbours per row, the row itself included (column 0).
+    metric
+        One of :data:`NNDESCENT_METRICS`.
+    random_state
+        Seed of the trees and candidate samples. The result depends on it and on nothing else
+        (not on ``n_jobs``).
+    n_jobs
+        Threads (None = all).
+    settings
+        Override of :func:`nndescent_settings` (same keys).
+
+    Returns
+    -------
+    indices, distances
+        (n_obs, n_neighbors) int64 indices and float32 distances (float64-measured), ascending
+        per row, the row itself first.
+    """
+    if sparse.issparse(X):
+        X = X.toarray()
+    n = X.shape[0]
+    k = int(n_neighbors)
+    K = min(k - 1, n - 1)
+    conf = {**nndescent_settings(n, k), **(settings or {})}
+    with threads(n_jobs):
+        S = _search_matrix(X, metric)
+        K_search = min(K + int(conf["extra"]), n - 1)
+        heap_idx, _ = _descent(S, K_search, n_targets=n, random_state=random_state, settings=conf)
+        heap_idx = _nearest_columns(heap_idx, _, K)
+        rows = np.arange(n, dtype=np.int64)
+        idx, dist = _finish(_measure_matrix(X), rows, heap_idx, metric, k, with_self=True)
+    return idx, dist
+
+
+def nndescent_query_knn(
+    X_ref: np.ndarray | sparse.spmatrix,
+    X_query: np.ndarray | sparse.spmatrix,
+    n_neighbors: int,
+    *,
+    metric: str = "euclidean",
+    random_state: int = 0,
+    n_jobs: int | None = None,
+    settings: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate ``n_neighbors`` nearest reference rows of each query row.
+
+    One NN-descent on the stacked rows in which every heap accepts reference rows only: the
+    reference rows find each other, the query rows pull reference rows through them. Returns
+    (n_query, n_neighbors) int64 reference indices and float32 distances, ascending per row
+    (ties: lower index); deterministic for ``random_state`` whatever ``n_jobs``.
+    """
+    ref = X_ref.toarray() if sparse.issparse(X_ref) else np.asarray(X_ref)
+    query = X_query.toarray() if sparse.issparse(X_query) else np.asarray(X_query)
+    n_ref = ref.shape[0]
+    k = int(n_neighbors)
+    stacked = np.vstack([ref, query])
+    conf = {**nndescent_settings(stacked.shape[0], k + 1), **(settings or {})}
+    with threads(n_jobs):
+        S = _search_matrix(stacked, metric)
+        K_search = min(k + int(conf["extra"]), n_ref)
+        heap_idx, _ = _descent(S, K_search, n_targets=n_ref, random_state=random_state,
+                               settings=conf)  # fmt: skip
+        heap_idx = _nearest_columns(heap_idx, _, k)
+        rows = np.arange(n_ref, stacked.shape[0], dtype=np.int64)
+        idx, dist = _finish(_measure_matrix(stacked), rows, heap_idx[n_ref:], metric, k,
+                            with_self=False)  # fmt: skip
+    return idx, dist

@@ -1,0 +1,152 @@
+"""annumap's NN-descent backend: accuracy against scikit-learn, determinism for any thread count."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import annumap
+from annumap._core import knn as knn_mod
+from annumap._core.knn import choose_backend, query_knn
+from annumap._core.knn._nndescent import nndescent_knn, nndescent_query_knn
+
+from .conftest import blobs
+
+
+def _brute(X, k, metric="euclidean", Y=None):
+    from sklearn.neighbors import NearestNeighbors
+
+    nn = NearestNeighbors(n_neighbors=k, algorithm="brute", metric=metric).fit(X)
+    return nn.kneighbors(X if Y is None else Y)
+
+
+def _recall(found, true):
+    return np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, true, strict=True)])
+
+
+@pytest.fixture(scope="module")
+def data():
+    """6,000 points in 12 overlapping 20-D clusters (hard enough that recall is not trivial)."""
+    X, _ = blobs(6000, 20, centers=12, seed=3, spread=2.0)
+    return X
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine", "correlation"])
+def test_recall_against_sklearn_brute_force(data, metric):
+    idx, dist = nndescent_knn(data, 15, metric=metric, random_state=0)
+    _, true_i = _brute(data, 15, metric)
+    assert (idx[:, 0] == np.arange(data.shape[0])).all() and (dist[:, 0] == 0).all()
+    assert _recall(idx[:, 1:], true_i[:, 1:]) >= 0.95
+    assert (np.diff(dist, axis=1) >= 0).all()
+    # the returned distances are the true ones of the returned neighbours (float64-measured)
+    from sklearn.metrics import pairwise_distances
+
+    for r in range(0, data.shape[0], 97):
+        X64 = data.astype(np.float64)
+        ref = pairwise_distances(X64[r : r + 1], X64[idx[r]], metric=metric)[0]
+        ref[0] = 0.0
+        np.testing.assert_allclose(dist[r], ref, rtol=1e-6, atol=1e-6)
+
+
+def test_bit_identical_for_one_and_two_threads_and_seed_matters(data):
+    a = nndescent_knn(data, 15, random_state=7, n_jobs=1)
+    b = nndescent_knn(data, 15, random_state=7, n_jobs=2)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    c = nndescent_knn(data, 15, random_state=8, n_jobs=2)
+    assert not np.array_equal(a[0], c[0])  # the seed reaches the trees and the samples
+
+
+def test_four_threads_in_a_fresh_process_give_the_same_graph(data, tmp_path):
+    """NUMBA_NUM_THREADS=4 in a child process, so that 4 threads really run on any machine."""
+    np.save(tmp_path / "X.npy", data)
+    code = (
+        "import numpy as np, json, sys\n"
+        "from annumap._core.knn._nndescent import nndescent_knn\n"
+        f"X = np.load({str(tmp_path / 'X.npy')!r})\n"
+        "i, d = nndescent_knn(X, 15, random_state=7, n_jobs=4)\n"
+        f"np.save({str(tmp_path / 'i.npy')!r}, i); np.save({str(tmp_path / 'd.npy')!r}, d)\n"
+        "import numba; print(json.dumps(numba.config.NUMBA_NUM_THREADS))\n"
+    )
+    env = {**os.environ, "NUMBA_NUM_THREADS": "4"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == 4
+    a = nndescent_knn(data, 15, random_state=7, n_jobs=1)
+    np.testing.assert_array_equal(np.load(tmp_path / "i.npy"), a[0])
+    np.testing.assert_array_equal(np.load(tmp_path / "d.npy"), a[1])
+
+
+def test_duplicates_and_tiny_inputs():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(300, 5)).astype(np.float32)
+    X = np.vstack([base, base, base])  # every point three times
+    idx, dist = nndescent_knn(X, 6, random_state=0, settings={"n_iters": 10})
+    assert (idx[:, 0] == np.arange(X.shape[0])).all()
+    # the two copies of each point are at distance 0 and come right after it
+    assert (dist[:, 1:3] == 0).all()
+    twins = np.sort(idx[:, 1:3], axis=1)
+    own = np.arange(X.shape[0]) % 300
+    np.testing.assert_array_equal(twins % 300, np.stack([own, own], axis=1))
+    # fewer points than a leaf: one leaf, the search is exact
+    small = rng.normal(size=(20, 3)).astype(np.float32)
+    i2, _ = nndescent_knn(small, 20)
+    _, true_i = _brute(small, 20)
+    np.testing.assert_array_equal(np.sort(i2, axis=1), np.sort(true_i, axis=1))
+
+
+def test_query_search_recall_and_determinism(data):
+    ref, query = data[:5000], data[5000:]
+    i1, d1 = nndescent_query_knn(ref, query, 15, random_state=1, n_jobs=1)
+    i2, d2 = nndescent_query_knn(ref, query, 15, random_state=1, n_jobs=2)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_array_equal(d1, d2)
+    assert (i1 < 5000).all() and (np.diff(d1, axis=1) >= 0).all()
+    _, true_i = _brute(ref, 15, Y=query)
+    assert _recall(i1, true_i) >= 0.95
+    idx, _, backend = query_knn(ref, query, 15, backend="nndescent", random_state=1)
+    assert backend == "nndescent"
+    np.testing.assert_array_equal(idx, i1)
+
+
+def test_automatic_choice():
+    assert choose_backend(3000, 50, "euclidean", is_sparse=False) == "exact"
+    assert choose_backend(10_000, 50, "euclidean", is_sparse=False) == "exact"
+    assert choose_backend(70_000, 50, "euclidean", is_sparse=False) == "nndescent"
+    assert choose_backend(70_000, 50, "cosine", is_sparse=False) == "nndescent"
+    assert choose_backend(70_000, 50, "manhattan", is_sparse=False) == "pynndescent"
+    assert choose_backend(3000, 50, "manhattan", is_sparse=False) == "exact"
+    assert choose_backend(2_000_000, 20_000, "euclidean", is_sparse=True) == "pynndescent"
+    # the query search uses the same rule: few queries against a large reference stay exact
+    assert choose_backend(70_000, 50, "euclidean", is_sparse=False, n_query=100) == "exact"
+    assert choose_backend(70_000, 50, "euclidean", is_sparse=False, n_query=20_000) == "nndescent"
+
+
+def test_pp_neighbors_auto_path_is_thread_independent(monkeypatch, data):
+    """With the threshold lowered the automatic choice is NN-descent on 6,000 cells."""
+    import anndata as ad
+
+    monkeypatch.setattr(knn_mod, "EXACT_MAX_WORK", 1e6)
+    monkeypatch.setattr(knn_mod, "EXACT_MIN_ROWS", 100)
+    graphs = []
+    for n_jobs in (1, 2):
+        a = ad.AnnData(data.copy())
+        annumap.pp.neighbors(a, n_neighbors=15, random_state=3, n_jobs=n_jobs)
+        assert a.uns["neighbors"]["params"]["knn_backend"] == "nndescent"
+        graphs.append(a)
+    for key in ("distances", "connectivities"):
+        x, y = graphs[0].obsp[key], graphs[1].obsp[key]
+        np.testing.assert_array_equal(x.indptr, y.indptr)
+        np.testing.assert_array_equal(x.indices, y.indices)
+        np.testing.assert_array_equal(x.data, y.data)
+    # explicit choice, and the transform's query search follows the same rule
+    b = ad.AnnData(data.copy())
+    annumap.pp.neighbors(b, n_neighbors=15, random_state=3, transformer="nndescent")
+    assert (b.obsp["distances"] != graphs[0].obsp["distances"]).nnz == 0
+    _, _, backend = query_knn(data[:5000], data[5000:], 15)
+    assert backend == "nndescent"
