@@ -301,7 +301,7 @@ def test_failure_on_a_view_leaves_the_view_and_its_parent_alone():
         ({"n_components": -1}, ValueError, "n_components must be >= 1"),
         ({"maxiter": 1.5}, TypeError, "maxiter must be an int"),
         ({"maxiter": True}, TypeError, "maxiter must be an int"),
-        ({"maxiter": -5}, ValueError, "maxiter must be >= 1"),
+        ({"maxiter": -5}, ValueError, "maxiter must be >= 0"),
         ({"alpha": 0}, ValueError, "alpha"),
         ({"alpha": -1}, ValueError, "alpha"),
         ({"alpha": float("inf")}, ValueError, "alpha"),
