@@ -97,9 +97,7 @@ def test_neighbors_random_state_generators(adata):
     assert b.uns["neighbors"]["params"]["random_state"] == seed
     assert (a.obsp["distances"] != b.obsp["distances"]).nnz == 0
     c = annumap.pp.neighbors(adata, random_state=np.random.RandomState(5), copy=True, **kw)
-    assert c.uns["neighbors"]["params"]["random_state"] == resolve_seed(
-        np.random.RandomState(5)
-    )
+    assert c.uns["neighbors"]["params"]["random_state"] == resolve_seed(np.random.RandomState(5))
 
 
 def test_umap_transform_accepts_a_generator(graph):
@@ -164,7 +162,7 @@ def test_missing_neighbors_raises_scanpys_type(adata):
     with pytest.raises(ValueError):
         sc.tl.umap(adata.copy(), neighbors_key="nope")
     for key in (None, "nope"):
-        with pytest.raises(ValueError, match="run annumap.pp.neighbors") as info:
+        with pytest.raises(ValueError, match=r"run annumap\.pp\.neighbors") as info:
             annumap.tl.umap(adata, neighbors_key=key)
         assert isinstance(info.value, KeyError)  # annumap's earlier type still catches it
         assert not str(info.value).startswith(("'", '"'))  # printed as a sentence
@@ -242,7 +240,7 @@ def test_stored_pca_matches_scanpys_pca():
     sc = pytest.importorskip("scanpy")
     ours = _wide()
     theirs = ours.copy()
-    with pytest.warns(UserWarning):
+    with pytest.warns(UserWarning, match="PCA"):
         annumap.pp.neighbors(ours, n_neighbors=10)
     sc.pp.pca(theirs, n_comps=50)
     for i in range(10):
