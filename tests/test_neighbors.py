@@ -201,14 +201,15 @@ def test_n_neighbors_larger_than_n_obs_shrinks_with_warning():
     assert adata.uns["neighbors"]["params"]["n_neighbors"] == 6
 
 
-def test_many_variables_without_pca_warns_and_does_not_store():
+def test_many_variables_without_pca_warns_and_stores_it_as_scanpy():
     rng = np.random.default_rng(0)
     import anndata as ad
 
     adata = ad.AnnData(rng.normal(size=(200, 80)).astype(np.float32))
     with pytest.warns(UserWarning, match="computing a 50-component PCA"):
         annumap.pp.neighbors(adata)
-    assert "X_pca" not in adata.obsm
+    assert adata.obsm["X_pca"].shape == (200, 50) and adata.varm["PCs"].shape == (80, 50)
+    assert {"variance", "variance_ratio", "params"} <= set(adata.uns["pca"])
 
 
 def test_view_is_materialised(adata):

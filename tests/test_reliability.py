@@ -476,11 +476,13 @@ def test_umap_keyed_neighbors_missing_names_the_key_to_use(graph_adata):
 def test_stale_representation_for_pca_init(graph_adata):
     """The graph was built on an .obsm key that is gone: init 'pca' says so; spectral works."""
     graph_adata.uns["neighbors"]["params"]["use_rep"] = "X_gone"
-    _raises_unchanged(
-        graph_adata, annumap.tl.umap, ValueError, "init_pos='pca' needs the representation",
-        init_pos="pca",
-    )  # fmt: skip
-    annumap.tl.umap(graph_adata, maxiter=10)
+    with pytest.warns(UserWarning, match="X_gone"):
+        _raises_unchanged(
+            graph_adata, annumap.tl.umap, ValueError, "init_pos='pca' needs the representation",
+            init_pos="pca",
+        )  # fmt: skip
+    with pytest.warns(UserWarning, match="X_gone"):
+        annumap.tl.umap(graph_adata, maxiter=10)
     assert np.isfinite(graph_adata.obsm["X_umap"]).all()
 
 
@@ -673,7 +675,8 @@ def test_disconnected_graph_with_many_components(fmt):
     assert np.isfinite(adata.obsm["X_umap"]).all()
     # the same without the representation (stale params): spiral placement, still finite
     adata.uns["neighbors"]["params"]["use_rep"] = "X_gone"
-    annumap.tl.umap(adata, maxiter=30, key_added="U")
+    with pytest.warns(UserWarning, match="X_gone"):
+        annumap.tl.umap(adata, maxiter=30, key_added="U")
     assert np.isfinite(adata.obsm["U"]).all()
 
 

@@ -404,6 +404,12 @@ def umap(
         if isinstance(init_pos, str) and init_pos == "pca" and init_pos not in adata.obsm:
             msg = f"init_pos='pca' needs the representation the neighbours used, but {stale}."
             raise ValueError(msg)
+        if method == "parametric":
+            msg = (
+                "method='parametric' trains its encoder on the representation the neighbours "
+                f"used, but {stale}."
+            )
+            raise ValueError(msg)
     if method == "parametric" and not (isinstance(init_pos, str) and init_pos == "spectral"):
         warnings.warn(
             "init_pos is not used by method='parametric' (the encoder starts from random "
