@@ -74,7 +74,8 @@ def test_connectivities_equal_umap_learn(backend):
     )
     ref = ref.tocsr()
     assert ours.dtype == np.float32
-    assert abs(ours - ref).max() <= 1e-6
+    # umap-learn 0.5.12 agrees to 1e-6; 0.5.7 (the test extra's floor) to 2.1e-6
+    assert abs(ours - ref).max() <= 3e-6
     assert ours.nnz == ref.nnz
 
 
