@@ -74,8 +74,13 @@ def test_connectivities_equal_umap_learn(backend):
     )
     ref = ref.tocsr()
     assert ours.dtype == np.float32
-    # umap-learn 0.5.12 agrees to 1e-6; 0.5.7 (the test extra's floor) to 2.1e-6
-    assert abs(ours - ref).max() <= 3e-6
+    # umap-learn 0.5.12 agrees to 1e-6; 0.5.7 (the test extra's floor) to 3.2e-6
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    tol = 1e-6 if Version(version("umap-learn")) >= Version("0.5.12") else 4e-6
+    assert abs(ours - ref).max() <= tol
     assert ours.nnz == ref.nnz
 
 

@@ -535,7 +535,10 @@ def test_sparse_formats_match_dense(fmt):
     ref = dense.copy()
     annumap.pp.neighbors(ref, n_neighbors=10)
     sp = dense.copy()
-    sp.X = getattr(sparse, fmt)(dense.X)
+    try:
+        sp.X = getattr(sparse, fmt)(dense.X)
+    except ValueError:  # anndata < 0.10.x: no sparse arrays in .X
+        pytest.skip(f"this anndata ({ad.__version__}) cannot hold a {fmt} in .X")
     _embed(sp)
     assert abs(sp.obsp["connectivities"] - ref.obsp["connectivities"]).max() < 1e-5
 
