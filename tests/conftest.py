@@ -35,8 +35,15 @@ def adata():
 
 @pytest.fixture(scope="session")
 def _pbmc():
+    import warnings
+
+    import anndata as ad
+
     sc = pytest.importorskip("scanpy")
-    return sc.datasets.pbmc68k_reduced()
+    with warnings.catch_warnings():
+        # scanpy 1.11's bundled file is in anndata's old format: anndata 0.13 warns on reading it
+        warnings.simplefilter("ignore", getattr(ad, "OldFormatWarning", UserWarning))
+        return sc.datasets.pbmc68k_reduced()
 
 
 @pytest.fixture

@@ -250,3 +250,45 @@ def test_module_entry_point_exit_status(tmp_path):
         == f"annumap: error: input file '{tmp_path / 'x.h5ad'}' does not exist."
     )
     assert not Path(tmp_path / "y.h5ad").exists()
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "shown"),
+    [
+        (FloatingPointError("the layout produced non-finite coordinates"), cli.EXIT_FAILED, None),
+        (RuntimeError("no CUDA device"), cli.EXIT_FAILED, None),
+        (MemoryError("cannot allocate"), cli.EXIT_FAILED, "MemoryError: cannot allocate"),
+        (KeyError("internal"), cli.EXIT_FAILED, "KeyError: internal"),
+        (ValueError("bad value"), cli.EXIT_FAILED, None),
+        (AssertionError(), cli.EXIT_FAILED, "AssertionError"),
+    ],
+    ids=["FloatingPointError", "RuntimeError", "MemoryError", "KeyError", "ValueError", "bare"],
+)
+def test_every_failure_is_a_plain_message_with_a_status(
+    counts_file, tmp_path, capsys, monkeypatch, error, code, shown
+):
+    """Any exception from the computation ends in one line and a documented status."""
+    import annumap
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(annumap.tl, "umap", fail)
+    out_file = tmp_path / "o.h5ad"
+    status, out, err = _run(capsys, "embed", counts_file, "-o", out_file, "--use-rep", "X")
+    assert status == code
+    assert err.strip().splitlines()[-1] == f"annumap: error: {shown or error}"
+    assert "Traceback" not in err and out == "" and not out_file.exists()
+
+
+def test_a_key_missing_from_the_file_is_exit_4(counts_file, tmp_path, capsys):
+    """A neighbors entry without its graph: annumap's own missing-key error maps to 4."""
+    import anndata as ad
+
+    adata = ad.read_h5ad(counts_file)
+    adata.uns["nb"] = {"connectivities_key": "nb_connectivities", "params": {}}
+    path = tmp_path / "broken.h5ad"
+    adata.write_h5ad(path)
+    code, out, err = _run(capsys, "embed", path, "-o", tmp_path / "o.h5ad", "--neighbors-key", "nb")
+    assert code == cli.EXIT_NO_KEY, err
+    assert "nb_connectivities" in err and "Traceback" not in err and out == ""

@@ -74,7 +74,13 @@ def test_connectivities_equal_umap_learn(backend):
     )
     ref = ref.tocsr()
     assert ours.dtype == np.float32
-    assert abs(ours - ref).max() <= 1e-6
+    # umap-learn 0.5.12 agrees to 1e-6; 0.5.7 (the test extra's floor) to 3.2e-6
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    tol = 1e-6 if Version(version("umap-learn")) >= Version("0.5.12") else 4e-6
+    assert abs(ours - ref).max() <= tol
     assert ours.nnz == ref.nnz
 
 
@@ -126,10 +132,13 @@ def test_gauss_matches_scanpy(pbmc):
 
 def test_gauss_without_knn_uses_all_pairs(adata):
     annumap.pp.neighbors(adata, n_neighbors=10, method="gauss", knn=False)
-    C = adata.obsp["connectivities"]
-    assert C.nnz > adata.n_obs * 10
-    assert C.diagonal().sum() == 0
-    assert np.all(np.diff(adata.obsp["distances"].indptr) == 9)
+    C, D = adata.obsp["connectivities"], adata.obsp["distances"]
+    # scanpy's storage for knn=False: dense, all pairs, the kernel's 1 on the diagonal
+    assert isinstance(C, np.ndarray) and isinstance(D, np.ndarray)
+    assert np.count_nonzero(C) > adata.n_obs * 10
+    np.testing.assert_array_equal(np.diag(C), 1.0)
+    np.testing.assert_array_equal(C, C.T)
+    assert np.count_nonzero(D) == adata.n_obs * (adata.n_obs - 1)
 
 
 def test_key_added_copy_and_reps(pbmc):
@@ -198,14 +207,15 @@ def test_n_neighbors_larger_than_n_obs_shrinks_with_warning():
     assert adata.uns["neighbors"]["params"]["n_neighbors"] == 6
 
 
-def test_many_variables_without_pca_warns_and_does_not_store():
+def test_many_variables_without_pca_warns_and_stores_it_as_scanpy():
     rng = np.random.default_rng(0)
     import anndata as ad
 
     adata = ad.AnnData(rng.normal(size=(200, 80)).astype(np.float32))
     with pytest.warns(UserWarning, match="computing a 50-component PCA"):
         annumap.pp.neighbors(adata)
-    assert "X_pca" not in adata.obsm
+    assert adata.obsm["X_pca"].shape == (200, 50) and adata.varm["PCs"].shape == (80, 50)
+    assert {"variance", "variance_ratio", "params"} <= set(adata.uns["pca"])
 
 
 def test_view_is_materialised(adata):

@@ -523,7 +523,10 @@ def test_parametric_needs_the_representation():
     annumap.pp.neighbors(adata, use_rep="X_rep")
     del adata.obsm["X_rep"]
     before = adata.copy()
-    with pytest.raises(ValueError, match="parametric"):
+    with (
+        pytest.warns(UserWarning, match="X_rep"),
+        pytest.raises(ValueError, match=r"parametric.*X_rep"),
+    ):
         annumap.tl.umap(adata, method="parametric", maxiter=5)
     assert_adata_equal(adata, before)
 

@@ -131,7 +131,9 @@ def test_list_of_colours_makes_a_grid(embedded):
     axes = annumap.pl.umap(embedded, color=["label", "score", "name"], ncols=2)
     assert isinstance(axes, list) and len(axes) == 3
     assert [ax.get_title() for ax in axes] == ["label", "score", "name"]
-    fig = axes[0].get_figure(root=True) if hasattr(axes[0], "get_figure") else axes[0].figure
+    from annumap.pl._umap import _root_figure
+
+    fig = _root_figure(axes[0])  # matplotlib < 3.10 has no get_figure(root=True)
     assert fig.get_size_inches()[0] > fig.get_size_inches()[1]  # two columns, two rows
 
 

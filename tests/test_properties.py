@@ -209,7 +209,7 @@ def _invalid(p):
         bad.add("min_dist")
     if not (_int(p["n_components"]) and p["n_components"] >= 1):
         bad.add("n_components")
-    if not (p["maxiter"] is None or (_int(p["maxiter"]) and p["maxiter"] >= 1)):
+    if not (p["maxiter"] is None or (_int(p["maxiter"]) and p["maxiter"] >= 0)):
         bad.add("maxiter")
     if not (_real(p["alpha"]) and math.isfinite(p["alpha"]) and p["alpha"] > 0):
         bad.add("alpha")

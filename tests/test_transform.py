@@ -339,7 +339,7 @@ def test_errors_name_the_problem(fitted_blobs, pca_pair):
     pref, pquery = pca_pair
     unstored = pref.copy()
     del unstored.obsm["X_pca"]
-    with pytest.raises(ValueError, match="PCA that was not stored"):
+    with pytest.raises(ValueError, match="PCA that is not stored any more"):
         annumap.tl.umap_transform(pquery, unstored)
     no_pcs = pref.copy()
     del no_pcs.varm["PCs"]

@@ -155,7 +155,8 @@ def test_reads_scanpy_neighbors_with_key(pbmc):
         ({"spread": 0}, ValueError, "spread"),
         ({"min_dist": 2.0}, ValueError, "must not exceed spread"),
         ({"n_components": 0}, ValueError, "n_components"),
-        ({"maxiter": 0}, ValueError, "maxiter"),
+        ({"maxiter": -1}, ValueError, "maxiter"),
+        ({"maxiter": 0, "method": "parametric"}, ValueError, "maxiter must be >= 1"),
         ({"negative_sample_rate": -1}, ValueError, "negative_sample_rate"),
         ({"alpha": float("nan")}, ValueError, "alpha"),
         ({"a": 1.0}, ValueError, "both a and b"),
@@ -163,7 +164,7 @@ def test_reads_scanpy_neighbors_with_key(pbmc):
         ({"init_pos": "bogus"}, ValueError, "init_pos='bogus'"),
         ({"init_pos": np.zeros((5, 2))}, ValueError, r"shape \(5, 2\)"),
         ({"init_pos": np.full((600, 2), np.nan)}, ValueError, "NaN"),
-        ({"neighbors_key": "nope"}, KeyError, "nope"),
+        ({"neighbors_key": "nope"}, ValueError, "nope"),
         ({"random_state": -3}, ValueError, "random_state"),
     ],
 )

@@ -19,20 +19,39 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
 __all__ = [
+    "MissingKeyError",
     "Neighbors",
+    "PcaFields",
     "check_adata",
     "check_finite",
     "check_sparse_structure",
     "choose_representation",
     "materialize",
+    "neighbors_representation",
     "neighbors_storage_keys",
     "read_neighbors",
+    "representation_rule",
+    "stale_representation",
+    "stored_representation",
+    "stored_scalar",
 ]
 
 logger = logging.getLogger("annumap")
 
 #: scanpy's threshold: above this many variables `.X` is not used without a PCA.
 N_PCS = 50
+
+
+class MissingKeyError(KeyError, ValueError):
+    """A key the call needs is not in the AnnData (a missing neighbors entry, PAGA positions...).
+
+    Both a :class:`KeyError` (what annumap raised before) and a :class:`ValueError` (what scanpy
+    raises for the same mistake), so ``except ValueError`` written for scanpy catches it. Its
+    message prints as given (a plain KeyError would print it in quotes).
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 def check_adata(adata: Any, name: str = "adata") -> None:
@@ -150,19 +169,22 @@ def _as_numeric(X: Any, where: str) -> np.ndarray | sparse.csr_matrix:
     return X
 
 
-def choose_representation(
-    adata: AnnData,
-    use_rep: str | None = None,
-    n_pcs: int | None = None,
-    *,
-    random_state: int = 0,
-) -> tuple[np.ndarray | sparse.csr_matrix, str]:
-    """The data matrix the neighbour search runs on, following scanpy's rules.
+def stored_scalar(value: Any) -> Any:
+    """A stored parameter as a Python scalar (old scanpy files hold e.g. ``array([10])``)."""
+    arr = np.asarray(value)
+    return arr.ravel()[0].item() if arr.size == 1 else value
 
-    ``use_rep`` names ``'X'`` or an ``.obsm`` key; without it, ``.X`` when it has at most 50
-    variables, else ``.obsm['X_pca']`` (first ``n_pcs`` columns), else a PCA computed here with
-    a warning (not stored: run ``scanpy.pp.pca`` to keep one). Returns the matrix and a
-    description such as ``"adata.obsm['X_pca'][:, :30]"``. Raises on NaN/inf.
+
+def representation_rule(
+    adata: AnnData, use_rep: str | None = None, n_pcs: int | None = None
+) -> tuple[str | None, int | None]:
+    """Scanpy's rule for the neighbour search's representation, in one place for annumap.
+
+    Returns ``(use_rep, n_pcs)``: ``use_rep`` is ``'X'`` or an ``.obsm`` key, or None when a PCA
+    of ``.X`` has to be computed (``.X`` has more than 50 variables and there is no
+    ``.obsm['X_pca']``). ``use_rep=None`` with ``n_pcs=0`` means ``.X``; otherwise ``.X`` when
+    it has at most 50 variables, else ``.obsm['X_pca']``. Checks the types only; whether the
+    key exists is checked where the matrix is read.
     """
     if n_pcs is not None:
         if isinstance(n_pcs, bool) or not isinstance(n_pcs, int | np.integer) or n_pcs < 0:
@@ -172,28 +194,86 @@ def choose_representation(
     if use_rep is not None and not isinstance(use_rep, str):
         msg = f"use_rep must be a str ('X' or an .obsm key) or None, got {type(use_rep).__name__}."
         raise TypeError(msg)
-
     if use_rep is None and n_pcs == 0:
-        use_rep = "X"
+        return "X", n_pcs
     if use_rep is None:
         if adata.n_vars <= N_PCS:
-            use_rep = "X"
-        elif "X_pca" in adata.obsm:
-            use_rep = "X_pca"
-        else:
-            n_comps = min(n_pcs or N_PCS, adata.n_obs - 1, adata.n_vars)
-            X = _as_numeric(adata.X, "adata.X")
-            check_finite(X, "adata.X", adata.obs_names)
-            warnings.warn(
-                f"adata has {adata.n_vars} variables and no .obsm['X_pca']: computing a "
-                f"{n_comps}-component PCA for the neighbour search (not stored). Run "
-                "scanpy.pp.pca first to keep and reuse it, or pass use_rep='X' to search on .X.",
-                UserWarning,
-                stacklevel=3,
-            )
-            from ._core.pca import pca
+            return "X", n_pcs
+        if "X_pca" in adata.obsm:
+            return "X_pca", n_pcs
+        return None, n_pcs
+    return use_rep, n_pcs
 
-            return pca(X, n_comps, random_state=random_state), f"PCA({n_comps}) of adata.X"
+
+def stored_representation(params: Mapping[str, Any]) -> tuple[str | None, int | None]:
+    """``use_rep`` and ``n_pcs`` as recorded in ``.uns[neighbors_key]['params']``."""
+    use_rep = params.get("use_rep")
+    use_rep = None if use_rep is None else str(stored_scalar(use_rep))
+    n_pcs = params.get("n_pcs")
+    n_pcs = None if n_pcs is None else int(stored_scalar(n_pcs))
+    return use_rep, n_pcs
+
+
+def stale_representation(adata: AnnData, neighbors: Neighbors) -> str | None:
+    """Why the representation recorded with ``neighbors`` cannot be read any more, or None.
+
+    A recorded ``use_rep`` that is no longer an ``.obsm`` key, ``use_rep='X'`` with ``.X``
+    gone, or an ``n_pcs`` larger than the representation's columns.
+    """
+    try:
+        use_rep, n_pcs = stored_representation(neighbors.params)
+    except (TypeError, ValueError):
+        return f"adata.uns[{neighbors.key!r}]['params'] holds an unreadable use_rep or n_pcs"
+    where = f"adata.uns[{neighbors.key!r}]['params']"
+    if use_rep == "X" and adata.X is None:
+        return f"{where}['use_rep'] is 'X' but adata.X is None"
+    if use_rep not in (None, "X"):
+        if use_rep not in adata.obsm:
+            return (
+                f"{where}['use_rep'] = {use_rep!r} is not a key of adata.obsm any more "
+                f"(keys: {list(adata.obsm)})"
+            )
+        if n_pcs is not None and n_pcs > adata.obsm[use_rep].shape[1]:
+            return (
+                f"{where}['n_pcs'] = {n_pcs} but adata.obsm[{use_rep!r}] has "
+                f"{adata.obsm[use_rep].shape[1]} columns"
+            )
+    return None
+
+
+def choose_representation(
+    adata: AnnData,
+    use_rep: str | None = None,
+    n_pcs: int | None = None,
+    *,
+    random_state: int = 0,
+    purpose: str = "the neighbour search",
+) -> tuple[np.ndarray | sparse.csr_matrix, str]:
+    """The data matrix following scanpy's rules (:func:`representation_rule`).
+
+    ``use_rep`` names ``'X'`` or an ``.obsm`` key; without it, ``.X`` when it has at most 50
+    variables, else ``.obsm['X_pca']`` (first ``n_pcs`` columns), else a PCA computed here for
+    ``purpose`` with a warning and not stored (:func:`neighbors_representation` is the variant
+    that returns the PCA for storing, as ``pp.neighbors`` does). Returns the matrix and a
+    description such as ``"adata.obsm['X_pca'][:, :30]"``. Raises on NaN/inf.
+    """
+    use_rep, n_pcs = representation_rule(adata, use_rep, n_pcs)
+    if use_rep is None:
+        fields = _pca_of_X(adata, n_pcs, random_state)
+        warnings.warn(
+            f"adata has {adata.n_vars} variables and no .obsm['X_pca']: computing a "
+            f"{fields.scores.shape[1]}-component PCA of .X for {purpose} (not stored). Run "
+            "annumap.pp.neighbors or scanpy.pp.pca first to keep and reuse one.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return fields.scores, f"PCA({fields.scores.shape[1]}) of adata.X"
+    return _read_representation(adata, use_rep, n_pcs)
+
+
+def _read_representation(
+    adata: AnnData, use_rep: str, n_pcs: int | None
+) -> tuple[np.ndarray | sparse.csr_matrix, str]:
     if use_rep == "X":
         if adata.X is None:
             msg = "adata.X is None; pass use_rep with an .obsm key holding the representation."
@@ -205,7 +285,7 @@ def choose_representation(
                 f"use_rep={use_rep!r} is not a key of adata.obsm (keys: {list(adata.obsm)}); "
                 "use 'X' for adata.X."
             )
-            raise KeyError(msg)
+            raise MissingKeyError(msg)
         X, where = adata.obsm[use_rep], f"adata.obsm[{use_rep!r}]"
     X = _as_numeric(X, where)
     if n_pcs is not None and use_rep != "X":
@@ -216,6 +296,77 @@ def choose_representation(
         where = f"{where}[:, :{n_pcs}]"
     check_finite(X, where, adata.obs_names)
     return X, where
+
+
+@dataclass(frozen=True)
+class PcaFields:
+    """A PCA of ``.X`` with the fields ``scanpy.pp.pca`` stores, ready to be written."""
+
+    scores: np.ndarray
+    loadings: np.ndarray
+    uns: dict[str, Any]
+
+    def write(self, adata: AnnData) -> None:
+        """Store as scanpy does: ``.obsm['X_pca']``, ``.varm['PCs']``, ``.uns['pca']``."""
+        adata.obsm["X_pca"] = self.scores
+        adata.varm["PCs"] = self.loadings
+        adata.uns["pca"] = self.uns
+
+
+def _pca_of_X(adata: AnnData, n_pcs: int | None, random_state: int) -> PcaFields:
+    from ._core.pca import pca_fit
+
+    if adata.X is None:
+        msg = (
+            f"adata.X is None and adata has {adata.n_vars} variables and no .obsm['X_pca']; "
+            "pass use_rep with an .obsm key holding the representation."
+        )
+        raise ValueError(msg)
+    n_comps = min(n_pcs or N_PCS, adata.n_obs - 1, adata.n_vars)
+    X = _as_numeric(adata.X, "adata.X")
+    check_finite(X, "adata.X", adata.obs_names)
+    fit = pca_fit(X, n_comps, random_state=random_state)
+    uns = {
+        "params": {
+            "zero_center": True,
+            "use_highly_variable": False,
+            "svd_solver": fit.solver,
+            "random_state": int(random_state),
+        },
+        "variance": fit.variance,
+        "variance_ratio": fit.variance_ratio,
+    }
+    return PcaFields(scores=fit.scores, loadings=fit.loadings, uns=uns)
+
+
+def neighbors_representation(
+    adata: AnnData,
+    use_rep: str | None = None,
+    n_pcs: int | None = None,
+    *,
+    random_state: int = 0,
+) -> tuple[np.ndarray | sparse.csr_matrix, str, PcaFields | None]:
+    """The matrix the neighbour search runs on, and the PCA to store when one was computed.
+
+    As :func:`choose_representation`, except that when ``.X`` has more than 50 variables and
+    there is no ``.obsm['X_pca']``, the PCA (``n_pcs`` components, default 50) is returned
+    for the caller to store as ``scanpy.pp.neighbors`` does (``X_pca``, ``PCs``, ``uns['pca']``),
+    with a warning that says so.
+    """
+    rule, n_pcs = representation_rule(adata, use_rep, n_pcs)
+    if rule is not None:
+        return (*_read_representation(adata, rule, n_pcs), None)
+    fields = _pca_of_X(adata, n_pcs, random_state)
+    n_comps = fields.scores.shape[1]
+    warnings.warn(
+        f"adata has {adata.n_vars} variables and no .obsm['X_pca']: computing a "
+        f"{n_comps}-component PCA of .X for the neighbour search and storing it in "
+        ".obsm['X_pca'], .varm['PCs'] and .uns['pca'] (as scanpy.pp.neighbors does). Run "
+        "scanpy.pp.pca first to choose its settings, or pass use_rep='X' to search on .X.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return fields.scores, f"PCA({n_comps}) of adata.X (stored as adata.obsm['X_pca'])", fields
 
 
 def neighbors_storage_keys(key_added: str | None) -> tuple[str, str, str]:
@@ -266,6 +417,11 @@ def _check_graph(G: Any, n_obs: int, where: str) -> sparse.csr_matrix:
             "uses float32 weights: rescale the graph (only relative weights matter)."
         )
         raise ValueError(msg)
+    if G.diagonal().any():
+        # self-loops carry no neighbourhood information (scanpy's knn=False graph has 1 there)
+        G = G.copy()
+        G.setdiag(0)
+        G.eliminate_zeros()
     return G
 
 
@@ -281,7 +437,7 @@ def read_neighbors(adata: AnnData, neighbors_key: str | None = None) -> Neighbor
             + (f", key_added={key!r}" if key != "neighbors" else "")
             + ") (or scanpy.pp.neighbors) first."
         )
-        raise KeyError(msg)
+        raise MissingKeyError(msg)
     info = adata.uns[key]
     if not isinstance(info, Mapping):
         msg = f"adata.uns[{key!r}] is a {type(info).__name__}, not a neighbors dict."
@@ -297,7 +453,7 @@ def read_neighbors(adata: AnnData, neighbors_key: str | None = None) -> Neighbor
             f"adata.obsp has no connectivities for neighbors_key={key!r} (looked for "
             f"{conn_key!r}); run annumap.pp.neighbors first."
         )
-        raise KeyError(msg)
+        raise MissingKeyError(msg)
     conn = _check_graph(adata.obsp[conn_key], adata.n_obs, f"adata.obsp[{conn_key!r}]")
     dist = adata.obsp.get(dist_key)
     params = info.get("params", {})

@@ -35,7 +35,10 @@ EXIT_CODES = {
     EXIT_FAILED: "the computation failed (e.g. NaN in the data); the message says why",
     EXIT_USAGE: "bad command-line options",
     EXIT_NO_FILE: "the input file is missing or is not a readable .h5ad file",
-    EXIT_NO_KEY: "a key given on the command line (--color, --use-rep, ...) is not in the data",
+    EXIT_NO_KEY: (
+        "a key given on the command line (--color, --use-rep, ...) or needed from the file "
+        "(a neighbors entry, PAGA positions) is not in the data"
+    ),
 }
 
 #: The dataset embedded when no INPUT is given (raw UMI counts; see data/README.md).
@@ -477,19 +480,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as err:
         sys.stderr.write(f"annumap: error: {err}\n")
         return err.code
-    except KeyError as err:
-        sys.stderr.write(f"annumap: error: {err.args[0] if err.args else err}\n")
-        return EXIT_NO_KEY
-    except (ValueError, TypeError, ImportError, OSError) as err:
-        sys.stderr.write(f"annumap: error: {err}\n")
-        return EXIT_FAILED
     except KeyboardInterrupt:
         sys.stderr.write("annumap: interrupted\n")
         return 130
+    except Exception as err:  # every failure ends in a plain message and a documented status
+        code, message = _failure(err)
+        sys.stderr.write(f"annumap: error: {message}\n")
+        return code
     finally:
         package.removeHandler(handler)
         package.setLevel(levels[0])
         logger.setLevel(levels[1])
+
+
+def _failure(err: Exception) -> tuple[int, str]:
+    """The exit status and one-line message for an exception raised while embedding.
+
+    annumap's own "this key is not in the data" (:class:`annumap._anndata.MissingKeyError`)
+    is :data:`EXIT_NO_KEY`; everything else (ValueError, TypeError, FloatingPointError,
+    RuntimeError, MemoryError, OSError, and a KeyError from inside a library, which is not a
+    key the user named) is :data:`EXIT_FAILED`. The messages annumap writes say what to do, so
+    they are shown as they are; other exceptions are prefixed with their type.
+    """
+    from ._anndata import MissingKeyError
+
+    if isinstance(err, MissingKeyError):
+        return EXIT_NO_KEY, str(err)
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    if isinstance(
+        err, ValueError | TypeError | ArithmeticError | RuntimeError | ImportError | OSError
+    ):
+        return EXIT_FAILED, text or type(err).__name__
+    return EXIT_FAILED, f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -20,7 +20,13 @@ from scipy import sparse
 
 from ._numba import njit
 
-__all__ = ["fuzzy_simplicial_set", "gauss_connectivities", "knn_to_csr", "smooth_knn_dist"]
+__all__ = [
+    "fuzzy_simplicial_set",
+    "gauss_connectivities",
+    "gauss_dense",
+    "knn_to_csr",
+    "smooth_knn_dist",
+]
 
 _N_ITER = 64
 _TOLERANCE = 1e-5
@@ -172,34 +178,40 @@ def gauss_connectivities(indices: np.ndarray, distances: np.ndarray) -> sparse.c
 
 def gauss_dense(
     X: np.ndarray | sparse.spmatrix,
-    indices: np.ndarray,
     distances: np.ndarray,
     *,
     metric: str = "euclidean",
     metric_kwds: dict | None = None,
     chunk: int = 2048,
-) -> sparse.csr_matrix:
-    """Scanpy's ``knn=False`` Gaussian kernel over all pairs, weights below 1e-14 dropped.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scanpy's ``knn=False`` Gaussian kernel over all pairs, stored as scanpy stores it.
 
-    ``sigma_i**2`` is a quarter of the squared distance to the (k-1)-th neighbour. Memory is
-    bounded by ``chunk`` rows of the pairwise distance matrix; the diagonal is zero.
+    ``sigma_i**2`` is a quarter of the squared distance to the (k-1)-th neighbour (the last
+    column of the kNN ``distances``, self in column 0); weights at or below 1e-14 are set to 0.
+    Returns two dense float32 (n_obs, n_obs) arrays, as ``scanpy.pp.neighbors(knn=False)``
+    stores them: the weights, with 1 on the diagonal (the kernel at distance 0), and all
+    pairwise distances (0 on the diagonal). Temporaries are bounded by ``chunk`` rows.
     """
     from sklearn.metrics import pairwise_distances
 
     n_obs = X.shape[0]
     sig_sq = np.asarray(distances[:, -1], dtype=np.float64) ** 2 / 4
     sig = np.sqrt(sig_sq)
-    blocks = []
+    W = np.empty((n_obs, n_obs), dtype=np.float32)
+    D = np.empty((n_obs, n_obs), dtype=np.float32)
     for start in range(0, n_obs, chunk):
         stop = min(n_obs, start + chunk)
-        d_sq = pairwise_distances(X[start:stop], X, metric=metric, **(metric_kwds or {})) ** 2
+        d = np.asarray(
+            pairwise_distances(X[start:stop], X, metric=metric, **(metric_kwds or {})),
+            dtype=np.float64,
+        )
+        d[np.arange(stop - start), np.arange(start, stop)] = 0.0
+        d_sq = d**2
         den = sig_sq[start:stop, None] + sig_sq[None, :]
         with np.errstate(divide="ignore", invalid="ignore"):
             w = np.sqrt(2 * np.outer(sig[start:stop], sig) / den) * np.exp(-d_sq / den)
-        w = np.where(den > 0, w, 1.0)
+        w = np.where(den > 0, w, 1.0)  # identical points whose neighbours are all duplicates
         w[w <= 1e-14] = 0.0
-        w[np.arange(stop - start), np.arange(start, stop)] = 0.0
-        blocks.append(sparse.csr_matrix(w.astype(np.float32)))
-    W = sparse.vstack(blocks).tocsr()
-    W.sort_indices()
-    return W
+        W[start:stop] = w
+        D[start:stop] = d
+    return W, D

@@ -6,6 +6,7 @@ import logging
 import time
 import warnings
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,11 +14,12 @@ from scipy import sparse
 
 from .._anndata import (
     check_adata,
-    choose_representation,
     materialize,
+    neighbors_representation,
     neighbors_storage_keys,
 )
 from .._docs import doc_adata, doc_copy, inject
+from .._random import RandomStateLike, resolve_seed
 from .._types import KnnTransformerLike
 
 if TYPE_CHECKING:
@@ -29,23 +31,55 @@ logger = logging.getLogger("annumap")
 
 _METHODS = ("umap", "gauss")
 _TRANSFORMERS = ("exact", "sklearn", "nndescent", "pynndescent")
-#: Largest accepted seed: numpy's legacy range, which pynndescent and scanpy use.
-_MAX_SEED = 2**32 - 1
 
 
-def _check_seed(random_state: Any) -> int:
-    if random_state is None:
-        return int(np.random.SeedSequence().generate_state(1)[0])
-    if isinstance(random_state, bool) or not isinstance(random_state, int | np.integer):
-        msg = f"random_state must be an int or None, got {type(random_state).__name__}."
-        raise TypeError(msg)
-    if not 0 <= random_state <= _MAX_SEED:
+def _check_distances(
+    distances: Any, n_obs: int, use_rep: Any, n_pcs: Any, knn: bool, transformer: Any
+) -> np.ndarray | sparse.csr_matrix:
+    """A precomputed distance matrix checked for shape, type and values (not modified)."""
+    from .._anndata import check_sparse_structure
+
+    given = [
+        name
+        for name, value, default in (
+            ("use_rep", use_rep, None),
+            ("n_pcs", n_pcs, None),
+            ("knn", knn, True),
+            ("transformer", transformer, None),
+        )
+        if value is not default
+    ]
+    if given:
         msg = (
-            f"random_state must be in [0, 2**32 - 1] (numpy's seed range; it is stored in "
-            f".uns and must fit an int64 there), got {random_state}."
+            f"distances= gives the neighbours directly; {', '.join(given)} cannot be combined "
+            "with it."
         )
         raise ValueError(msg)
-    return int(random_state)
+    if sparse.issparse(distances):
+        check_sparse_structure(distances, "distances")
+        D = distances
+        values = np.asarray(D.data) if hasattr(D, "data") else sparse.coo_matrix(D).data
+    elif isinstance(distances, np.ndarray):
+        D = values = distances
+    else:
+        msg = (
+            "distances must be a numpy array or a scipy sparse matrix, got "
+            f"{type(distances).__name__}."
+        )
+        raise TypeError(msg)
+    if D.ndim != 2 or D.shape != (n_obs, n_obs):
+        msg = f"distances has shape {D.shape}; expected ({n_obs}, {n_obs}) for n_obs={n_obs}."
+        raise ValueError(msg)
+    if values.dtype.kind not in "biuf":
+        msg = f"distances has dtype {values.dtype}; distances must be real numbers."
+        raise TypeError(msg)
+    if values.size and not np.isfinite(values).all():
+        msg = f"distances contains {int((~np.isfinite(values)).sum())} NaN/inf values."
+        raise ValueError(msg)
+    if values.size and values.min() < 0:
+        msg = f"distances contains {int((values < 0).sum())} negative values."
+        raise ValueError(msg)
+    return D
 
 
 def _storable_metric_kwds(metric_kwds: dict[Any, Any]) -> dict[str, Any]:
@@ -78,16 +112,18 @@ def neighbors(
     n_neighbors: int = 15,
     n_pcs: int | None = None,
     *,
+    distances: np.ndarray | sparse.spmatrix | None = None,
     use_rep: str | None = None,
     knn: bool = True,
     method: str = "umap",
     transformer: str | KnnTransformerLike | None = None,
     metric: str = "euclidean",
-    metric_kwds: Mapping[str, Any] | None = None,
-    random_state: int | None = 0,
+    metric_kwds: Mapping[str, Any] = MappingProxyType({}),
+    random_state: RandomStateLike = 0,
     key_added: str | None = None,
     copy: bool = False,
     n_jobs: int | None = None,
+    rng: int | np.random.Generator | np.random.RandomState | None = None,
 ) -> AnnData | None:
     """Compute a k-nearest-neighbour graph and its UMAP (or Gaussian) connectivities.
 
@@ -108,13 +144,24 @@ def neighbors(
     n_pcs
         Use this many principal components of ``.obsm['X_pca']`` (or of ``use_rep``); ``0``
         means ``.X``.
+    distances
+        A precomputed (n_obs, n_obs) distance matrix (scanpy >= 1.12): dense, or sparse with
+        the candidate neighbours of each row stored (at least ``n_neighbors - 1`` per row; a
+        stored 0 is a duplicate). The graph is built from each row's ``n_neighbors - 1``
+        smallest off-diagonal entries; no search runs, and ``use_rep``, ``n_pcs``,
+        ``transformer`` and ``knn=False`` cannot be combined with it. ``metric`` is only
+        recorded.
     use_rep
         ``'X'`` or an ``.obsm`` key. By default ``.X`` when it has at most 50 variables, else
-        ``.obsm['X_pca']``, else a PCA computed with a warning (not stored).
+        ``.obsm['X_pca']``, else a PCA of ``.X`` (``n_pcs`` components, default 50) computed
+        with a warning and stored as ``scanpy.pp.neighbors`` stores it (``.obsm['X_pca']``,
+        ``.varm['PCs']``, ``.uns['pca']``), so ``tl.umap`` and ``tl.umap_transform`` reuse it.
     knn
         Restrict the graph to the k nearest neighbours. ``False`` is only valid with
-        ``method='gauss'``: the Gaussian kernel is then evaluated on all pairs (weights below
-        1e-14 dropped) while ``distances`` still holds the kNN distances.
+        ``method='gauss'`` and no ``transformer`` (as in scanpy): the Gaussian kernel is then
+        evaluated on all pairs (weights at or below 1e-14 set to 0) and, as scanpy stores them,
+        both ``connectivities`` (1 on the diagonal) and ``distances`` (all pairs) are dense
+        (n_obs, n_obs) arrays: memory grows as ``n_obs**2``.
     method
         ``'umap'`` (fuzzy simplicial set, McInnes et al. 2018) or ``'gauss'`` (Coifman et al.
         2005, as in Haghverdi et al. 2016).
@@ -134,8 +181,9 @@ def neighbors(
     metric_kwds
         Options for the metric (e.g. ``{{'p': 3}}`` for minkowski).
     random_state
-        Seed of the approximate search (an int; ``None`` draws one and stores it). The exact
-        search does not depend on it.
+        Seed of the approximate search and of a PCA computed here: an int, ``None`` (a seed is
+        drawn), or a :class:`numpy.random.RandomState` / :class:`numpy.random.Generator` (one
+        seed is drawn from it). The seed used is stored. The exact search does not depend on it.
     n_jobs
         Threads for this call (``None`` = all cores). The automatic, ``'exact'`` and
         ``'nndescent'`` searches give bit-identical graphs for any ``n_jobs`` (each parallel
@@ -145,20 +193,26 @@ def neighbors(
         Store under ``.uns[key_added]``, ``.obsp[key_added + '_distances']`` and
         ``.obsp[key_added + '_connectivities']`` instead of the default names.
     {copy}
+    rng
+        scanpy 1.13's name for ``random_state`` (an int, ``SeedSequence``, ``Generator`` or
+        ``RandomState``); used when given, and giving both is a TypeError.
 
     Returns
     -------
-    ``None``, or a new AnnData if ``copy=True``. Sets:
+    ``None``, or a new AnnData (of the input's class) if ``copy=True``. Sets:
 
     ``.obsp['distances']`` : :class:`scipy.sparse.csr_matrix`, float32
         kNN distances, exactly ``n_neighbors - 1`` stored entries per row (a duplicate point's
-        zero distance is stored), no diagonal.
+        zero distance is stored), no diagonal. With ``knn=False`` a dense array of all pairs.
     ``.obsp['connectivities']`` : :class:`scipy.sparse.csr_matrix`, float32
-        Symmetric weighted adjacency matrix, zero diagonal.
+        Symmetric weighted adjacency matrix, zero diagonal. With ``knn=False`` a dense array
+        with 1 on the diagonal.
     ``.uns['neighbors']`` : dict
         ``connectivities_key``, ``distances_key`` and ``params`` (``n_neighbors``, ``method``,
-        ``random_state``, ``metric``, and ``metric_kwds``, ``use_rep``, ``n_pcs`` when given;
-        ``knn_backend`` names the search that ran).
+        ``random_state`` (the seed used), ``metric``, and ``metric_kwds``, ``use_rep``,
+        ``n_pcs`` when given; ``knn_backend`` names the search that ran).
+    ``.obsm['X_pca']``, ``.varm['PCs']``, ``.uns['pca']``
+        Only when a PCA was computed here (see ``use_rep``).
 
     Examples
     --------
@@ -186,8 +240,14 @@ def neighbors(
     if not knn and method != "gauss":
         msg = "knn=False is only valid with method='gauss' (as in scanpy)."
         raise ValueError(msg)
+    if not knn and transformer is not None:
+        msg = (
+            "knn=False evaluates the Gaussian kernel on all pairs and takes no transformer "
+            f"(as in scanpy); got transformer={transformer!r}. Pass transformer=None."
+        )
+        raise ValueError(msg)
     uns_key, conn_key, dist_key = neighbors_storage_keys(key_added)
-    seed = _check_seed(random_state)
+    seed = resolve_seed(random_state, rng)
     resolve_n_jobs(n_jobs)
     if metric_kwds is not None and not isinstance(metric_kwds, Mapping):
         msg = f"metric_kwds must be a mapping or None, got {type(metric_kwds).__name__}."
@@ -249,10 +309,15 @@ def neighbors(
         )
         n_neighbors = new
 
-    X, where = choose_representation(adata, use_rep, n_pcs, random_state=seed)
+    if distances is not None:
+        D = _check_distances(distances, adata.n_obs, use_rep, n_pcs, knn, transformer)
+        X, where, pca_fields = None, "the given distances", None
+    else:
+        X, where, pca_fields = neighbors_representation(adata, use_rep, n_pcs, random_state=seed)
+
     from .._core.knn._dask import dask_exact_knn, is_dask_array
 
-    lazy = is_dask_array(X)
+    lazy = X is not None and is_dask_array(X)
     if lazy and (instance is not None or ALIASES.get(transformer, "exact") != "exact"):
         msg = (
             f"{where} is a Dask array: it is searched blockwise by the exact backend, so "
@@ -265,7 +330,12 @@ def neighbors(
 
     # ---- compute
     start = time.perf_counter()
-    if lazy:
+    if distances is not None:
+        from .._core.precomputed import knn_from_distances
+
+        backend = "precomputed"
+        indices, dists = knn_from_distances(D, n_neighbors)
+    elif lazy:
         backend = "exact"
         indices, dists = dask_exact_knn(
             X, n_neighbors, metric=metric, metric_kwds=metric_kwds, n_jobs=n_jobs
@@ -302,15 +372,16 @@ def neighbors(
             "an all-zero or constant observation); choose another metric or drop those rows."
         )
         raise ValueError(msg)
-    distances = knn_to_csr(indices, dists, adata.n_obs)
     if method == "umap":
+        dist_matrix = knn_to_csr(indices, dists, adata.n_obs)
         connectivities = fuzzy_simplicial_set(indices, dists)
     elif knn:
+        dist_matrix = knn_to_csr(indices, dists, adata.n_obs)
         connectivities = gauss_connectivities(indices, dists)
     else:
         from .._core.fuzzy import gauss_dense
 
-        connectivities = gauss_dense(X, indices, dists, metric=metric, metric_kwds=metric_kwds)
+        connectivities, dist_matrix = gauss_dense(X, dists, metric=metric, metric_kwds=metric_kwds)
     logger.info(
         "neighbors: %s search (%s) on %s, %d cells, k=%d, %.2f s",
         backend,
@@ -338,11 +409,13 @@ def neighbors(
     # ---- write, all at once
     target = adata.copy() if copy else adata
     materialize(target)
+    if pca_fields is not None:
+        pca_fields.write(target)
     target.uns[uns_key] = {
         "connectivities_key": conn_key,
         "distances_key": dist_key,
         "params": params,
     }
-    target.obsp[dist_key] = distances
+    target.obsp[dist_key] = dist_matrix
     target.obsp[conn_key] = connectivities
     return target if copy else None

@@ -10,9 +10,18 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from scipy import sparse
 
-from .._anndata import N_PCS, check_adata, check_finite, choose_representation, materialize
+from .._anndata import (
+    check_adata,
+    check_finite,
+    choose_representation,
+    materialize,
+    representation_rule,
+    stored_representation,
+)
+from .._anndata import stored_scalar as _scalar
 from .._docs import doc_copy, doc_n_jobs, inject
-from ._umap import _int, _seed
+from .._random import RandomStateLike, resolve_seed
+from ._umap import _int
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -89,12 +98,6 @@ def _neighbors_params(ref: AnnData, key: str) -> dict[str, Any]:
     return dict(info.get("params", {}))
 
 
-def _scalar(value: Any) -> Any:
-    """A stored parameter as a Python scalar (old scanpy files hold e.g. ``array([10])``)."""
-    arr = np.asarray(value)
-    return arr.ravel()[0].item() if arr.size == 1 else value
-
-
 def _reference_epochs(umap_params: Mapping[str, Any], n_ref: int) -> int | None:
     """The reference's epochs if they were chosen by the user (``maxiter``), else None.
 
@@ -113,26 +116,16 @@ def _reference_epochs(umap_params: Mapping[str, Any], n_ref: int) -> int | None:
 
 def _resolve_rep(ref: AnnData, params: Mapping[str, Any]) -> tuple[str, int | None]:
     """The representation the reference's neighbours used: ``('X' or an obsm key, n_pcs)``."""
-    use_rep = params.get("use_rep")
-    use_rep = None if use_rep is None else str(_scalar(use_rep))
-    n_pcs = params.get("n_pcs")
-    n_pcs = None if n_pcs is None else int(_scalar(n_pcs))
-    if use_rep is None and n_pcs == 0:
-        use_rep = "X"
+    use_rep, n_pcs = representation_rule(ref, *stored_representation(params))
     if use_rep is None:
-        if ref.n_vars <= N_PCS:
-            use_rep = "X"
-        elif "X_pca" in ref.obsm:
-            use_rep = "X_pca"
-        else:
-            msg = (
-                "the reference's neighbours were computed on a PCA that was not stored "
-                f"(adata_ref has {ref.n_vars} variables and no .obsm['X_pca']), so query cells "
-                "cannot be put in the same space. Run scanpy.pp.pca(adata_ref), then "
-                "pp.neighbors and tl.umap on the reference again."
-            )
-            raise ValueError(msg)
-    return str(use_rep), n_pcs
+        msg = (
+            "the reference's neighbours were computed on a PCA that is not stored any more "
+            f"(adata_ref has {ref.n_vars} variables and no .obsm['X_pca']), so query cells "
+            "cannot be put in the same space. Run annumap.pp.neighbors (which stores the PCA) "
+            "or scanpy.pp.pca on the reference, then tl.umap on it again."
+        )
+        raise ValueError(msg)
+    return use_rep, n_pcs
 
 
 def _aligned_X(query: AnnData, ref: AnnData, needed: np.ndarray | None = None):
@@ -281,7 +274,7 @@ def umap_transform(
     neighbors_key: str | None = None,
     representation: Literal["auto", "project", "query"] = "auto",
     maxiter: int | None = None,
-    random_state: int | None = 0,
+    random_state: RandomStateLike = 0,
     knn_backend: Literal["auto", "exact", "nndescent", "pynndescent"] = "auto",
     key_added: str | None = None,
     n_jobs: int | None = None,
@@ -335,7 +328,9 @@ def umap_transform(
         reference's epochs when ``tl.umap`` was given a ``maxiter``, else 100 up to 10,000
         query cells and 30 above.
     random_state
-        Seed of the optimisation's negative sampling (an int). Not used by ``'parametric'``.
+        Seed of the optimisation's negative sampling: an int, ``None`` (drawn), or a numpy
+        ``RandomState`` / ``Generator`` (one seed drawn from it); the seed is recorded. Not
+        used by ``'parametric'``.
     knn_backend
         Query neighbour search, with the backends and the automatic choice of
         :func:`annumap.pp.neighbors`: ``'exact'`` (BLAS), ``'nndescent'`` (annumap's
@@ -386,7 +381,7 @@ def umap_transform(
     _choice(representation, "representation", _REPRESENTATIONS)
     _choice(knn_backend, "knn_backend", _KNN_BACKENDS)
     maxiter = None if maxiter is None else _int(maxiter, "maxiter", low=1)
-    seed = _seed(random_state)
+    seed = resolve_seed(random_state)
     resolve_n_jobs(n_jobs)
     if progress is not None and not isinstance(progress, bool):
         msg = f"progress must be a bool or None, got {type(progress).__name__}."

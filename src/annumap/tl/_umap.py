@@ -5,17 +5,21 @@ from __future__ import annotations
 import logging
 import numbers
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._anndata import (
+    MissingKeyError,
     check_adata,
     choose_representation,
     materialize,
     read_neighbors,
+    stale_representation,
 )
 from .._docs import doc_adata, doc_copy, doc_n_jobs, inject
+from .._random import RandomStateLike, resolve_seed
 from .._types import LayoutCallback
 from ._layouts import LAYOUTS, preflight, run_layout
 
@@ -57,19 +61,6 @@ def _int(value: Any, name: str, *, low: int) -> int:
     return int(value)
 
 
-def _seed(random_state: Any) -> int:
-    if random_state is None:
-        return int(np.random.SeedSequence().generate_state(1)[0])
-    seed = _int(random_state, "random_state", low=0)
-    if seed > 2**32 - 1:
-        msg = (
-            f"random_state must be in [0, 2**32 - 1] (numpy's seed range; it is stored in "
-            f".uns and must fit an int64 there), got {seed}."
-        )
-        raise ValueError(msg)
-    return seed
-
-
 def check_params(
     *,
     min_dist: Any,
@@ -87,7 +78,7 @@ def check_params(
         "min_dist": _real(min_dist, "min_dist", low=0.0),
         "spread": _real(spread, "spread", low=0.0, low_inclusive=False),
         "n_components": _int(n_components, "n_components", low=1),
-        "maxiter": None if maxiter is None else _int(maxiter, "maxiter", low=1),
+        "maxiter": None if maxiter is None else _int(maxiter, "maxiter", low=0),
         "alpha": _real(alpha, "alpha", low=0.0, low_inclusive=False),
         "gamma": _real(gamma, "gamma", low=0.0),
         "negative_sample_rate": _real(negative_sample_rate, "negative_sample_rate", low=0.0),
@@ -178,13 +169,16 @@ def _init_positions(
 
 def _representation(adata: AnnData, neighbors: Neighbors, seed: int):
     """The representation the neighbours were computed on, or None if it is not at hand."""
+    if stale_representation(adata, neighbors) is not None:
+        return None  # reported once by tl.umap before the computation
     params = neighbors.params
-    try:
-        X, _ = choose_representation(
-            adata, params.get("use_rep"), params.get("n_pcs"), random_state=seed
-        )
-    except (KeyError, ValueError, TypeError):
-        return None
+    X, _ = choose_representation(
+        adata,
+        params.get("use_rep"),
+        params.get("n_pcs"),
+        random_state=seed,
+        purpose="the initialisation of the layout",
+    )
     return X
 
 
@@ -216,7 +210,7 @@ def _paga(adata: AnnData, n_components: int, rng: np.random.Generator) -> np.nda
             "init_pos='paga' needs adata.uns['paga']['pos']: run scanpy.tl.paga and then "
             "scanpy.pl.paga (which computes the positions) first."
         )
-        raise KeyError(msg)
+        raise MissingKeyError(msg)
     pos = np.asarray(paga["pos"])
     if pos.dtype.kind not in "biuf":
         msg = f"adata.uns['paga']['pos'] must be a numeric array, got dtype {pos.dtype}."
@@ -231,7 +225,7 @@ def _paga(adata: AnnData, n_components: int, rng: np.random.Generator) -> np.nda
     groups_key = paga.get("groups")
     if not isinstance(groups_key, str) or groups_key not in adata.obs:
         msg = f"adata.uns['paga']['groups'] = {groups_key!r} is not a column of adata.obs."
-        raise KeyError(msg)
+        raise MissingKeyError(msg)
     codes = np.asarray(adata.obs[groups_key].astype("category").cat.codes)
     if (codes < 0).any():
         msg = (
@@ -274,7 +268,7 @@ def umap(
     gamma: float = 1.0,
     negative_sample_rate: float = 5,
     init_pos: str | np.ndarray = "spectral",
-    random_state: int | None = 0,
+    random_state: RandomStateLike = 0,
     a: float | None = None,
     b: float | None = None,
     copy: bool = False,
@@ -285,6 +279,7 @@ def umap(
     progress: bool | None = None,
     callback: LayoutCallback | None = None,
     parametric_kwds: dict[str, Any] | None = None,
+    rng: int | np.random.Generator | np.random.RandomState | None = None,
 ) -> AnnData | None:
     """Embed the neighbour graph with UMAP (McInnes et al. 2018).
 
@@ -303,7 +298,8 @@ def umap(
     n_components
         Dimensions of the embedding.
     maxiter
-        Number of epochs (default: 500 up to 10,000 cells, 200 above).
+        Number of epochs (default: 500 up to 10,000 cells, 200 above). ``0`` returns the
+        initial positions (rescaled to [0, 10]), as scanpy does.
     alpha
         Initial learning rate, decayed linearly to 0.
     gamma
@@ -313,8 +309,11 @@ def umap(
     init_pos
         ``'spectral'`` (per connected component), ``'paga'`` (needs ``uns['paga']['pos']``),
         ``'pca'``, ``'random'``, an ``.obsm`` key, or an array of shape (n_obs, n_components).
+        Not used by ``method='parametric'`` (a warning when not the default).
     random_state
-        Seed (an int; ``None`` draws one and records it in ``.uns``).
+        Seed: an int, ``None`` (a seed is drawn), or a :class:`numpy.random.RandomState` /
+        :class:`numpy.random.Generator` (one seed is drawn from it, so a generator seeded the
+        same way gives the same embedding). A seed other than 0 is recorded in ``.uns``.
     a, b
         Parameters of the embedding curve ``1 / (1 + a d^(2b))``; fitted from ``min_dist`` and
         ``spread`` unless both are given.
@@ -329,7 +328,8 @@ def umap(
         ``'parametric'``: trains an MLP encoder (umap-learn's ParametricUMAP; NumPy, Adam,
         deterministic for a ``random_state`` whatever ``n_jobs``) on the representation the
         neighbours used, with the UMAP loss on batches of graph edges and uniform negatives;
-        ``parametric_kwds`` sets the network and the training; ``init_pos`` is not used.
+        ``parametric_kwds`` sets the network and the training; no initialisation is
+        computed (``init_pos`` is ignored and recorded as ``'none'``).
         ``.obsm`` gets the encoder's output; ``.uns[key]`` holds the model as plain arrays
         (``encoder``, and ``decoder`` with ``parametric_reconstruction``), the per-epoch
         ``history`` of the losses, ``training`` (``best_epoch``, ``stopped_early``,
@@ -368,19 +368,31 @@ def umap(
           validation losses; ``patience`` (10) and ``min_delta`` (1e-3): stop when the
           monitored loss (validation total, else training total) has not improved by that
           relative amount for ``patience`` epochs, keeping the best epoch's weights.
+    rng
+        scanpy 1.13's name for ``random_state`` (an int, ``SeedSequence``, ``Generator`` or
+        ``RandomState``); used when given, and giving both is a TypeError.
 
     Returns
     -------
-    ``None``, or a new AnnData if ``copy=True``. Sets:
+    ``None``, or a new AnnData (of the input's class) if ``copy=True``. Sets:
 
     ``.obsm['X_umap']`` : :class:`numpy.ndarray`, float32, (n_obs, n_components)
         The embedding.
     ``.uns['umap']`` : dict
         ``params``: ``a``, ``b`` (and ``random_state`` when not 0, as scanpy), plus ``min_dist``,
-        ``spread``, ``n_epochs``, ``init_pos``, ``method``, ``neighbors_key`` (``maxiter``
-        when given: :func:`annumap.tl.umap_transform` then runs a third of it, as
-        umap-learn). With ``method='parametric'`` also ``encoder``, ``decoder``, ``history``,
-        ``training`` and ``params['parametric_kwds']`` (see ``method``).
+        ``spread``, ``n_epochs``, ``init_pos`` (``'none'`` for ``method='parametric'``),
+        ``method``, ``neighbors_key`` (``maxiter`` when given: :func:`annumap.tl.umap_transform`
+        then runs a third of it, as umap-learn). With ``method='parametric'`` also
+        ``encoder``, ``decoder``, ``history``, ``training`` and ``params['parametric_kwds']``
+        (see ``method``).
+
+    Warns
+    -----
+    UserWarning
+        When the representation recorded with the neighbours (``use_rep``, ``n_pcs`` in
+        ``.uns[neighbors_key]['params']``) is no longer in ``adata``: the layout runs on the
+        stored graph, but the data-based fallbacks of the initialisation are not available
+        (``init_pos='pca'`` then raises a ValueError).
 
     Examples
     --------
@@ -407,7 +419,10 @@ def umap(
     if method not in LAYOUTS:
         msg = f"method must be one of {tuple(LAYOUTS)}, got {method!r}."
         raise ValueError(msg)
-    seed = _seed(random_state)
+    seed = resolve_seed(random_state, rng)
+    if method == "parametric" and p["maxiter"] == 0:
+        msg = "maxiter must be >= 1 for method='parametric' (it trains an encoder)."
+        raise ValueError(msg)
     resolve_n_jobs(n_jobs)
     preflight(method)
     if progress is not None and not isinstance(progress, bool):
@@ -426,6 +441,31 @@ def umap(
         logger.warning(
             "the connectivities of %r were not computed with method='umap'", neighbors.key
         )
+    stale = stale_representation(adata, neighbors)
+    if stale is not None:
+        warnings.warn(
+            f"{stale}: the layout uses the stored graph only, without the data-based "
+            "fallbacks of the initialisation; re-run pp.neighbors to record the current "
+            "representation.",
+            UserWarning,
+            stacklevel=2,
+        )
+        if isinstance(init_pos, str) and init_pos == "pca" and init_pos not in adata.obsm:
+            msg = f"init_pos='pca' needs the representation the neighbours used, but {stale}."
+            raise ValueError(msg)
+        if method == "parametric":
+            msg = (
+                "method='parametric' trains its encoder on the representation the neighbours "
+                f"used, but {stale}."
+            )
+            raise ValueError(msg)
+    if method == "parametric" and not (isinstance(init_pos, str) and init_pos == "spectral"):
+        warnings.warn(
+            "init_pos is not used by method='parametric' (the encoder starts from random "
+            "weights); it is ignored.",
+            UserWarning,
+            stacklevel=2,
+        )
 
     # ---- compute
     start = time.perf_counter()
@@ -433,27 +473,36 @@ def umap(
         a_, b_ = p["a"], p["b"]
     else:
         a_, b_ = find_ab(p["spread"], p["min_dist"])
-    n_epochs = p["maxiter"] or default_n_epochs(adata.n_obs)
-    init, init_name = _init_positions(adata, init_pos, neighbors, p["n_components"], seed, n_epochs)
+    n_epochs = default_n_epochs(adata.n_obs) if p["maxiter"] is None else p["maxiter"]
+    if method == "parametric":  # no initialisation: only its shape fixes the output size
+        init = np.zeros((adata.n_obs, p["n_components"]), dtype=np.float32)
+        init_name = "none"
+    else:
+        init, init_name = _init_positions(
+            adata, init_pos, neighbors, p["n_components"], seed, n_epochs
+        )
     if "settings" in layout_kwds:
         layout_kwds["settings"] = layout_kwds["settings"].resolved(p["maxiter"], p["alpha"])
-    embedding, extras = run_layout(
-        method,
-        neighbors.connectivities,
-        init,
-        a=a_,
-        b=b_,
-        n_epochs=n_epochs,
-        alpha=p["alpha"],
-        gamma=p["gamma"],
-        negative_sample_rate=p["negative_sample_rate"],
-        seed=seed,
-        n_jobs=n_jobs,
-        callback=callback,
-        progress=progress,
-        data=lambda: _representation(adata, neighbors, seed),
-        **layout_kwds,
-    )
+    if n_epochs == 0:  # scanpy's maxiter=0: the initial positions
+        embedding, extras = init, {}
+    else:
+        embedding, extras = run_layout(
+            method,
+            neighbors.connectivities,
+            init,
+            a=a_,
+            b=b_,
+            n_epochs=n_epochs,
+            alpha=p["alpha"],
+            gamma=p["gamma"],
+            negative_sample_rate=p["negative_sample_rate"],
+            seed=seed,
+            n_jobs=n_jobs,
+            callback=callback,
+            progress=progress,
+            data=lambda: _representation(adata, neighbors, seed),
+            **layout_kwds,
+        )
     if not np.isfinite(embedding).all():
         # e.g. a or b so extreme that a * d**(2b) overflows in the float32 kernel
         msg = (
