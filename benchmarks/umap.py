@@ -163,6 +163,12 @@ def main() -> None:
         r["cold"] = cold(name)
         results[name] = r
         print(table({name: r}).splitlines()[-1], file=sys.stderr, flush=True)
+    path = Path(__file__).resolve().parent / "results" / "umap.json"
+    if path.exists():  # keep the datasets not re-run this time
+        import json
+
+        old = json.loads(path.read_text()).get("results", {})
+        results = {**old, **results}
     save("umap", {"machine": machine(), "results": results})
     print(f"Machine: {machine()}\n")
     print(table(results))

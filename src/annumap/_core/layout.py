@@ -32,7 +32,7 @@ logger = logging.getLogger("annumap")
 
 #: Colour classes with fewer vertices run on the calling thread: a parallel region costs more
 #: than it saves on them (the result is the same either way).
-PARALLEL_MIN_VERTICES = 256
+PARALLEL_MIN_VERTICES = 64
 
 
 def sampling_schedule(
