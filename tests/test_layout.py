@@ -122,6 +122,125 @@ def test_colour_classes_share_no_edge_and_no_neighbour():
     assert bounds.size - 1 >= np.diff(P.indptr).max() + 1  # a vertex and its neighbours differ
 
 
+# ---------------------------------------------------------------- the kernel against its semantics
+
+
+@pytest.mark.parametrize("b", [0.5, 0.79, 1.0, 1.334, 1.93, 3.0])
+def test_pow_table_power_is_within_2e6_of_numpy(b):
+    from numba import njit
+
+    from annumap._core import _kernels
+
+    @njit
+    def powers(x, table):
+        out = np.empty_like(x)
+        for i in range(x.size):
+            out[i] = _kernels._pow(x[i], table)
+        return out
+
+    x = np.exp(np.random.default_rng(0).uniform(-60, 20, 100_000)).astype(np.float32)
+    exact = x.astype(np.float64) ** b
+    got = powers(x, _kernels.pow_table(b)).astype(np.float64)
+    normal = (exact > 1e-37) & (exact < 3e38)
+    assert np.max(np.abs(got[normal] / exact[normal] - 1.0)) < 2e-6
+    assert np.all(got[exact <= 1e-37] < 1e-36)
+
+
+def _serial_reference(G, init, a, b, n_epochs, seed, alpha):
+    """The documented semantics, one update at a time in Python: rows class by class, both
+    ends of a due edge move, negatives read from the positions as the class started."""
+    from annumap._core._rng import draw_indices, epoch_key
+
+    P0 = layout.prepare_graph(G, n_epochs)
+    order, bounds = layout.colour_classes(P0)
+    P = P0[order][:, order].tocsr()
+    P.sort_indices()
+    eps, eps_neg = layout.sampling_schedule(P.data, 5.0)
+    next_sample, next_negative = eps.copy(), eps_neg.copy()
+    Y = init[order].astype(np.float64)
+    n = Y.shape[0]
+    rates = layout.learning_rates(alpha, n_epochs)
+
+    def clip(v):
+        return np.clip(v, -4.0, 4.0)
+
+    for epoch in range(n_epochs):
+        key = epoch_key(seed, epoch)
+        for c in range(bounds.size - 1):
+            snap = Y.copy()
+            for i in range(bounds[c], bounds[c + 1]):
+                for e in range(P.indptr[i], P.indptr[i + 1]):
+                    if next_sample[e] > epoch:
+                        continue
+                    j = P.indices[e]
+                    diff = Y[i] - Y[j]
+                    d2 = diff @ diff
+                    if d2 > 0:
+                        g = clip(-2 * a * b * d2 ** (b - 1) / (a * d2**b + 1) * diff) * rates[epoch]
+                        Y[i] += g
+                        Y[j] -= g
+                    next_sample[e] += eps[e]
+                    n_neg = int((epoch - next_negative[e]) / eps_neg[e])
+                    if n_neg <= 0:
+                        continue
+                    draws = draw_indices(key, np.full(n_neg, e), np.arange(n_neg), n)
+                    for k in draws.astype(np.int64):
+                        if k == i:
+                            continue
+                        diff = Y[i] - snap[k]
+                        d2 = diff @ diff
+                        if d2 > 0:
+                            Y[i] += clip(2 * b / ((0.001 + d2) * (a * d2**b + 1)) * diff) * rates[
+                                epoch
+                            ]
+                    next_negative[e] += n_neg * eps_neg[e]
+    out = np.empty_like(Y)
+    out[order] = Y
+    return out
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_kernel_equals_the_serial_sweep_it_documents(dim):
+    """Double buffers, row pairs, pieces and copy lists change nothing but the speed."""
+    _, G = _graph(400, k=10)
+    a, b = find_ab(1.0, 0.5)
+    init = np.random.default_rng(1).uniform(0, 10, size=(400, dim)).astype(np.float32)
+    # a small learning rate: at alpha = 1 the first epochs are chaotic, and float32 against
+    # float64 rounding alone grows to differences of several units within 4 epochs
+    ref = _serial_reference(G, init, a, b, 6, seed=3, alpha=0.1)
+    saved = layout.PARALLEL_MIN_VERTICES
+    layout.PARALLEL_MIN_VERTICES = 16  # several pieces per class
+    try:
+        got = layout.optimize_layout(G, init, a=a, b=b, n_epochs=6, alpha=0.1, seed=3, n_jobs=2)
+    finally:
+        layout.PARALLEL_MIN_VERTICES = saved
+    assert np.abs(got - init).max() > 0.1  # it moved
+    np.testing.assert_allclose(got, ref, atol=1e-3)
+
+
+def test_copy_lists_name_what_the_previous_class_owned_and_this_one_does_not():
+    from annumap._core._kernels import copy_lists
+
+    _, G = _graph(600, k=10)
+    P0 = layout.prepare_graph(G, 200)
+    order, bounds = layout.colour_classes(P0)
+    P = P0[order][:, order].tocsr()
+    P.sort_indices()
+    indptr, indices = P.indptr.astype(np.int64), P.indices.astype(np.int64)
+    ptr, idx, stale = copy_lists(bounds, indptr, indices)
+    n_classes = bounds.size - 1
+
+    def owned(c):
+        rows = np.arange(bounds[c], bounds[c + 1])
+        return set(rows) | set(indices[indptr[rows[0]] : indptr[rows[-1] + 1]])
+
+    for c in range(n_classes):
+        prev, mine = owned((c - 1) % n_classes), owned(c)
+        assert list(idx[ptr[c] : ptr[c + 1]]) == sorted(prev - mine)
+        edges = np.arange(indptr[bounds[c]], indptr[bounds[c + 1]])
+        assert set(edges[stale[edges]]) == {e for e in edges if indices[e] in prev}
+
+
 # ---------------------------------------------------------------- thread independence
 
 _THREADS = """

@@ -1,9 +1,9 @@
 """The epoch driver of the UMAP layout: schedule, learning rate, progress and callbacks.
 
-Python runs the epoch loop and calls one numba kernel per epoch (:func:`._kernels.sgd_epoch_2d`,
-:func:`._kernels.sgd_epoch`). The kernel runs umap-learn's serial SGD (both ends of a sampled
-edge move, negatives one after the other) over the vertices class by class of a distance-2
-colouring, each class in parallel: the result is the same for any number of threads.
+Python runs the epoch loop and calls one numba kernel per epoch (:func:`._kernels.sgd_epoch`).
+The kernel runs umap-learn's serial SGD (both ends of a sampled edge move, negatives one after
+the other) over the vertices class by class of a distance-2 colouring, each class in parallel:
+the result is the same for any number of threads.
 """
 
 from __future__ import annotations
@@ -33,6 +33,11 @@ logger = logging.getLogger("annumap")
 #: Colour classes with fewer vertices run on the calling thread: a parallel region costs more
 #: than it saves on them (the result is the same either way).
 PARALLEL_MIN_VERTICES = 64
+
+#: Pieces of equal expected work a parallel-eligible class is cut into (fewer for classes with
+#: fewer than 8 rows per piece). Fixed, whatever the thread count: the cut decides which rows
+#: the kernel interleaves, so it must not depend on ``n_jobs``.
+PIECES = 16
 
 
 def sampling_schedule(
@@ -105,6 +110,34 @@ def colour_classes(G: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     bounds = np.zeros(int(colour.max()) + 2, dtype=np.int64)
     bounds[1:] = np.cumsum(np.bincount(colour))
     return order, bounds
+
+
+def class_pieces(
+    bounds: np.ndarray, indptr: np.ndarray, weights: np.ndarray, negative_sample_rate: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut each colour class into pieces of equal expected work (the kernel's unit of threads).
+
+    On vertices numbered by class, a row's expected work per epoch is its edges' sampling rates
+    ``w / max(w)`` times ``1 + negative_sample_rate``, plus one per row. Classes of at least
+    :data:`PARALLEL_MIN_VERTICES` rows get ``min(PIECES, rows // 8)`` pieces, the others one.
+    Returns ``(pieces, first)``: piece ``p`` is the rows ``pieces[p]:pieces[p + 1]`` and class
+    ``c`` the pieces ``first[c]:first[c + 1]``; nothing here depends on the thread count.
+    """
+    rate = weights / weights.max() * (1.0 + float(negative_sample_rate))
+    row_work = np.add.reduceat(rate, indptr[:-1]) if rate.size else np.zeros(0)
+    row_work[np.diff(indptr) == 0] = 0.0
+    work = np.concatenate([[0.0], np.cumsum(row_work + 1.0)])
+    cuts = [0]
+    first = [0]
+    for c in range(bounds.size - 1):
+        lo, hi = int(bounds[c]), int(bounds[c + 1])
+        k = min(PIECES, (hi - lo) // 8) if hi - lo >= PARALLEL_MIN_VERTICES else 1
+        targets = work[lo] + (work[hi] - work[lo]) * np.arange(1, k) / k
+        inner = np.searchsorted(work, targets)
+        cuts.extend(np.unique(np.clip(inner, lo + 1, hi - 1)).tolist() if k > 1 else [])
+        cuts.append(hi)
+        first.append(len(cuts) - 1)
+    return np.asarray(cuts, dtype=np.int64), np.asarray(first, dtype=np.int64)
 
 
 class _Chooser:
@@ -203,7 +236,7 @@ def optimize_layout(
     progress
         Show a tqdm bar (None: only in interactive sessions for long runs).
     """
-    from ._kernels import sgd_epoch, sgd_epoch_2d
+    from ._kernels import copy_lists, pow_table, sgd_epoch
 
     G = prepare_graph(graph, n_epochs)
     n = G.shape[0]
@@ -221,16 +254,20 @@ def optimize_layout(
     eps, eps_neg = sampling_schedule(P.data, negative_sample_rate)
     next_sample = eps.copy()
     next_negative = eps_neg.copy()
-    Y = np.ascontiguousarray(start[order])
-    snap = Y.copy()  # the kernel keeps it equal to Y between classes
+    pieces, first = class_pieces(bounds, indptr, P.data, negative_sample_rate)
+    copy_ptr, copy_idx, stale = copy_lists(bounds, indptr, indices)
+    n_classes = bounds.size - 1
+    S = np.empty((2, *start.shape), dtype=np.float32)
+    S[0] = S[1] = start[order]
+    side = 0  # the buffer that holds the positions between epochs
     a, b, gamma = float(a), float(b), float(gamma)
-    kernel = sgd_epoch_2d if Y.shape[1] == 2 else sgd_epoch
+    table = pow_table(b)
     rates = learning_rates(alpha, n_epochs)
     logger.debug("layout: %d colour classes for %d vertices", bounds.size - 1, n)
 
     def unpermuted() -> np.ndarray:
-        out = np.empty_like(Y)
-        out[order] = Y
+        out = np.empty_like(start)
+        out[order] = S[side]
         return out
 
     bar = None
@@ -240,16 +277,16 @@ def optimize_layout(
         bar = tqdm(total=n_epochs, desc="umap layout", unit="epoch", file=sys.stderr)
     try:
         with threads(n_jobs) as n_threads:
-            sizes = np.diff(bounds)
-            chooser = _Chooser((sizes >= PARALLEL_MIN_VERTICES) & (n_threads > 1))
+            chooser = _Chooser((np.diff(first) > 1) & (n_threads > 1))
             for epoch in range(n_epochs):
                 parallel = chooser.next()
                 t = time.perf_counter()
-                kernel(
-                    bounds, parallel, indptr, indices, eps, eps_neg, next_sample, next_negative,
-                    Y, snap, a, b, gamma, float(rates[epoch]), float(epoch),
-                    epoch_key(seed, epoch),
+                sgd_epoch(
+                    pieces, parallel, indptr, indices, first, copy_ptr, copy_idx, stale, eps,
+                    eps_neg, next_sample, next_negative, S, side, table, a, b, gamma,
+                    float(rates[epoch]), float(epoch), epoch_key(seed, epoch),
                 )  # fmt: skip
+                side = (side + n_classes) % 2
                 chooser.record(time.perf_counter() - t)
                 if bar is not None:
                     bar.update(1)
