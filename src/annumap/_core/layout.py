@@ -146,12 +146,18 @@ class _Chooser:
     Running a class in parallel or on one thread gives the same result, so the choice is free.
     On an idle machine the parallel regions win; on one whose cores are busy with other work a
     barrier per class can cost milliseconds (measured: MNIST 20k on 2 cores at load 10 took 5x
-    longer in parallel). Epochs 1 and 2 time both modes (epoch 0 also pays one-off costs); the
-    faster one runs from then on, and every :data:`PROBE_EVERY` epochs the other is timed once
-    more.
+    longer in parallel). Epochs 3 and 4 time both modes (the first epochs have few due edges,
+    so a class's fixed cost weighs more); the faster one runs from then on, and every
+    :data:`PROBE_EVERY` epochs the other is timed once more against the epoch before it. Times
+    are per due edge, since the work of an epoch varies from one epoch to the next (edges
+    sampled every 1.5 epochs are due in every other one), and one thread is chosen only when it
+    is faster by :data:`MARGIN`: a single epoch's time varies by ~30% on a quiet machine, and
+    without the margin a 50k-cell layout ran up to a third of its epochs on one thread, ~40%
+    slower each.
     """
 
     PROBE_EVERY = 25
+    MARGIN = 0.75
 
     def __init__(self, parallel: np.ndarray) -> None:
         self.modes = {True: parallel, False: np.zeros_like(parallel)}
@@ -164,19 +170,29 @@ class _Chooser:
     def next(self) -> np.ndarray:
         if not self.enabled:
             self.current = False
-        elif self.epoch in (1, 2):
-            self.current = self.epoch == 1
-        elif self.epoch > 2 and self.epoch % self.PROBE_EVERY == 0:
+        elif self.epoch in (3, 4):
+            self.current = self.epoch == 3
+        elif self.epoch > 4 and self.epoch % self.PROBE_EVERY == 0:
             self.current = not self.best
         else:
             self.current = self.best
         return self.modes[self.current]
 
-    def record(self, seconds: float) -> None:
-        if self.enabled and self.epoch >= 1:
-            self.times[self.current] = seconds
+    @property
+    def timing(self) -> bool:
+        """Whether this epoch's time is compared (then :meth:`record` needs its work)."""
+        e = self.epoch
+        return self.enabled and (
+            e in (3, 4)
+            or (e > 4 and (e + 1) % self.PROBE_EVERY == 0)
+            or (e > 4 and e % self.PROBE_EVERY == 0)
+        )
+
+    def record(self, seconds: float, work: float = 1.0) -> None:
+        if self.timing:
+            self.times[self.current] = seconds / max(work, 1.0)
             if len(self.times) == 2:
-                self.best = self.times[True] <= self.times[False]
+                self.best = self.times[False] >= self.MARGIN * self.times[True]
         self.epoch += 1
 
 
@@ -280,6 +296,7 @@ def optimize_layout(
             chooser = _Chooser((np.diff(first) > 1) & (n_threads > 1))
             for epoch in range(n_epochs):
                 parallel = chooser.next()
+                work = float(np.count_nonzero(next_sample <= epoch)) if chooser.timing else 1.0
                 t = time.perf_counter()
                 sgd_epoch(
                     pieces, parallel, indptr, indices, first, copy_ptr, copy_idx, stale, eps,
@@ -287,7 +304,7 @@ def optimize_layout(
                     float(rates[epoch]), float(epoch), epoch_key(seed, epoch),
                 )  # fmt: skip
                 side = (side + n_classes) % 2
-                chooser.record(time.perf_counter() - t)
+                chooser.record(time.perf_counter() - t, work)
                 if bar is not None:
                     bar.update(1)
                 if callback is not None and callback(epoch + 1, n_epochs, _read_only(unpermuted())):
