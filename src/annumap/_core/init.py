@@ -35,6 +35,16 @@ _MAXITER = 5000
 #: Seconds the eigensolver may run (checked at every matrix-vector product) before the
 #: spectral init gives up and falls back.
 SPECTRAL_TIME_BUDGET = 120.0
+#: The meta layout of umap-learn's rule (an eigenmap of the centroid affinities ``exp(-d^2)``)
+#: is used only while every component keeps at least this distance (relative to the layout's
+#: largest coordinate) from the nearest other one; below it the Gaussian kernel's fixed
+#: bandwidth of one data unit has collapsed the components onto each other (measured, see
+#: docs/design.md) and the components are placed by a classical MDS of the same distances.
+META_MIN_GAP = 1e-3
+#: Above this many components the meta layout skips the dense (n_comp, n_comp) matrices of
+#: the eigenmap and the MDS and takes a PCA of the centroids (the MDS of their Euclidean
+#: distances) instead: 2,000 components are ~30 MB of distances and a second of eigh.
+_META_DENSE_MAX = 2000
 
 
 class _OutOfTime(RuntimeError):
@@ -143,53 +153,35 @@ def _spectral_connected(G: sparse.csr_matrix, dim: int, rng: np.random.Generator
     return Y
 
 
-def _meta_positions(
-    n_comp: int, dim: int, sizes: np.ndarray, centroids: np.ndarray | None, rng: np.random.Generator
-) -> np.ndarray:
-    """Positions of the connected components relative to each other."""
-    if n_comp <= 2 * dim:
-        k = int(np.ceil(n_comp / 2))
-        base = np.hstack([np.eye(k), np.zeros((k, dim - k))])
-        return np.vstack([base, -base])[:n_comp]
-    if centroids is not None and centroids.shape[1] >= 1:
-        from .pca import pca
-
-        if centroids.shape[1] > dim and n_comp > dim + 1:
-            meta = pca(centroids, dim).astype(np.float64)
-        else:
-            meta = np.zeros((n_comp, dim))
-            meta[:, : min(dim, centroids.shape[1])] = centroids[:, :dim]
-        if meta.shape[1] < dim:
-            meta = np.hstack([meta, np.zeros((n_comp, dim - meta.shape[1]))])
-        meta = jitter_duplicates(meta, rng)
-        return meta / np.abs(meta).max()
-    # no data: components on a golden-angle spiral (largest in the middle) or random in high dim
-    order = np.argsort(-sizes, kind="stable")
-    meta = np.zeros((n_comp, dim))
-    if dim >= 2:
-        r = np.sqrt(np.arange(n_comp) + 0.5)
-        theta = np.arange(n_comp) * np.pi * (3 - np.sqrt(5))
-        meta[order, 0] = r * np.cos(theta)
-        meta[order, 1] = r * np.sin(theta)
-    else:
-        meta[order, 0] = np.arange(n_comp)
-    return meta / np.abs(meta).max()
-
-
 def spectral_init(
     graph: sparse.spmatrix,
     dim: int,
     rng: np.random.Generator,
     data: DataProvider | None = None,
+    *,
+    metric: str = "euclidean",
+    metric_kwds: dict | None = None,
 ) -> np.ndarray:
     """Spectral layout of ``graph``, one per connected component, placed by a meta layout.
 
-    Each component with more than ``dim + 1`` vertices gets the eigenvectors 2..dim+1 of its
-    normalised Laplacian, scaled to half the distance to the nearest other component; smaller
-    components (singletons, edgeless vertices) are spread uniformly in that box. Components are
-    placed on the axes (up to ``2 * dim`` of them), else by a PCA of their centroids in ``data``,
-    else on a spiral. If the eigensolver fails, falls back to PCA of ``data``, then to random
-    positions, with a warning; never returns NaN. Output is scaled to max 10 plus N(0, 1e-4).
+    umap-learn 0.5's ``spectral_layout``, with two documented differences (docs/design.md).
+    A connected graph gets the eigenvectors 2..dim+1 of its normalised Laplacian. With several
+    components, each gets its own, scaled so that its largest coordinate is half the distance
+    from its meta position to the nearest other one; a component with fewer than ``2 * dim``
+    or at most ``dim + 1`` vertices (umap-learn's cut-off: up to 3 vertices in 2-D) is spread
+    uniformly in that box instead. The meta positions (see :func:`_meta_positions`): up to
+    ``2 * dim`` components on ``+-e_i``; more, umap-learn's Laplacian eigenmap of the centroid
+    affinities ``exp(-d^2)``, ``d`` the distances of the components' centroids in ``data``
+    under ``metric``. Differences: (1) where that eigenmap leaves two components closer than
+    :data:`META_MIN_GAP` of its extent (centroids more than a few units apart, as in typical
+    PCA coordinates: the kernel's bandwidth is one data unit), a classical MDS of the same
+    distances places them; umap-learn keeps the collapsed layout, whose components then lie
+    on top of each other. (2) Without ``data`` (``data`` is None or returns None, e.g. a
+    precomputed graph) the components go on a golden-angle spiral, largest in the middle;
+    umap-learn draws them uniformly in ``[0, 10)^dim`` from the unseeded global NumPy RNG.
+
+    If the eigensolver fails, falls back to PCA of ``data``, then to random positions, with a
+    warning; never returns NaN. Output is scaled to max 10 plus N(0, 1e-4).
     """
     G = sparse.csr_matrix(graph, dtype=np.float64)
     # a new matrix without self-loops and stored zeros: neither is an edge of the layout, and
@@ -203,7 +195,7 @@ def spectral_init(
         if n_comp == 1:
             Y = _spectral_connected(G, dim, rng) if n > dim + 1 else random_init(n, dim, rng)
         else:
-            Y = _multi_component(G, dim, n_comp, labels, rng, data)
+            Y = _multi_component(G, dim, n_comp, labels, rng, data, metric, metric_kwds)
     except (ArithmeticError, np.linalg.LinAlgError, RuntimeError) as err:
         X = data() if data is not None else None
         fallback = "PCA of the representation" if X is not None else "random positions"
@@ -217,31 +209,170 @@ def spectral_init(
     return noisy_scale(Y, rng)
 
 
-def _multi_component(G, dim, n_comp, labels, rng, data):
+def _component_centroids(
+    X: np.ndarray | sparse.spmatrix, labels: np.ndarray, sizes: np.ndarray
+) -> np.ndarray:
+    """Mean of each component's rows of ``X`` (dense or sparse), as float64."""
+    onehot = sparse.csr_matrix(
+        (np.ones(labels.size), (labels, np.arange(labels.size))),
+        shape=(sizes.size, labels.size),
+    )
+    sums = onehot @ X  # sparse when the representation is sparse
+    sums = sums.toarray() if sparse.issparse(sums) else np.asarray(sums)
+    return sums.astype(np.float64) / sizes[:, None]
+
+
+def _centroid_distances(centroids: np.ndarray, metric: str, metric_kwds: dict | None) -> np.ndarray:
+    """All pairwise distances of the centroids in ``metric`` (Euclidean if it is unknown here)."""
+    from sklearn.metrics import pairwise_distances
+
+    from .knn import EXACT_METRICS
+
+    if metric not in EXACT_METRICS:
+        logger.info("spectral init: centroid distances in 'euclidean' (not %r)", metric)
+        metric, metric_kwds = "euclidean", None
+    try:
+        D = pairwise_distances(centroids, metric=metric, **(metric_kwds or {}))
+    except (TypeError, ValueError) as err:  # options the centroids' metric call cannot take
+        logger.info("spectral init: centroid distances in 'euclidean' (%s)", err)
+        D = pairwise_distances(centroids)
+    D = 0.5 * (D + D.T)
+    bad = ~np.isfinite(D)
+    if bad.any():  # e.g. the correlation of a constant centroid: as far as the farthest pair
+        D[bad] = np.max(D[~bad], initial=1.0)
+    np.fill_diagonal(D, 0.0)
+    return D
+
+
+def _eigenmap(affinity: np.ndarray, dim: int) -> np.ndarray:
+    """Laplacian eigenmap of a small dense affinity matrix, as scikit-learn's SpectralEmbedding.
+
+    Eigenvectors 2..dim+1 of the normalised Laplacian (the diagonal of ``affinity`` ignored),
+    divided by the square root of the degrees, each signed so that its largest-magnitude entry
+    is positive.
+    """
+    A = np.array(affinity, dtype=np.float64)
+    np.fill_diagonal(A, 0.0)
+    deg = A.sum(axis=1)
+    root = np.sqrt(np.where(deg > 0, deg, 1.0))  # an isolated vertex keeps its unit diagonal
+    L = np.eye(A.shape[0]) - A / root[:, None] / root[None, :]
+    _, vecs = np.linalg.eigh(L)
+    emb = vecs[:, : dim + 1] / root[:, None]
+    emb *= np.sign(emb[np.argmax(np.abs(emb), axis=0), np.arange(dim + 1)])
+    return emb[:, 1:]
+
+
+def _classical_mds(D: np.ndarray, dim: int) -> np.ndarray:
+    """Classical (Torgerson) MDS of a distance matrix: PCA of the centroids for Euclidean ones."""
+    n = D.shape[0]
+    J = np.eye(n) - 1.0 / n
+    B = -0.5 * J @ (D**2) @ J
+    vals, vecs = np.linalg.eigh(0.5 * (B + B.T))
+    top = np.argsort(-vals)[:dim]
+    Y = vecs[:, top] * np.sqrt(np.clip(vals[top], 0.0, None))
+    if Y.shape[1] < dim:  # fewer components than dimensions
+        Y = np.hstack([Y, np.zeros((n, dim - Y.shape[1]))])
+    return Y
+
+
+def _nearest_gaps(meta: np.ndarray) -> np.ndarray:
+    """Each row's distance to the nearest other row (inf for a single row)."""
+    from scipy.spatial import cKDTree
+
+    if meta.shape[0] < 2:
+        return np.full(meta.shape[0], np.inf)
+    d, _ = cKDTree(meta).query(meta, k=2)
+    return d[:, 1]
+
+
+def _meta_positions(
+    n_comp: int,
+    dim: int,
+    sizes: np.ndarray,
+    centroids: np.ndarray | None,
+    rng: np.random.Generator,
+    metric: str = "euclidean",
+    metric_kwds: dict | None = None,
+) -> np.ndarray:
+    """Positions of the connected components relative to each other (max coordinate 1).
+
+    Up to ``2 * dim`` components go to ``+-e_1, +-e_2, ...`` (umap-learn's rule). More, with
+    ``centroids`` (the components' means in the data): umap-learn's eigenmap of the
+    affinities ``exp(-d^2)`` of their distances ``d`` under ``metric``, scaled by its largest
+    coordinate, unless it leaves two components closer than :data:`META_MIN_GAP`; then a
+    classical MDS of ``d`` (a PCA of the centroids above :data:`_META_DENSE_MAX` components).
+    Without centroids: a golden-angle spiral, largest component in the middle.
+    """
+    if n_comp <= 2 * dim:
+        k = int(np.ceil(n_comp / 2))
+        base = np.hstack([np.eye(k), np.zeros((k, dim - k))])
+        return np.vstack([base, -base])[:n_comp]
+    if centroids is not None:
+        if n_comp > _META_DENSE_MAX:
+            from .pca import pca
+
+            logger.info("spectral init: %d components placed by a PCA of their centroids", n_comp)
+            meta = np.zeros((n_comp, dim))
+            if centroids.shape[1] > dim:
+                meta[:] = pca(centroids, dim, random_state=0)
+            else:
+                meta[:, : centroids.shape[1]] = centroids - centroids.mean(axis=0)
+        else:
+            D = _centroid_distances(centroids, metric, metric_kwds)
+            meta = _eigenmap(np.exp(-(D**2)), dim)
+            top = meta.max()
+            if np.isfinite(meta).all() and top > 0:
+                meta = meta / top
+                if _nearest_gaps(meta).min() >= META_MIN_GAP * np.abs(meta).max():
+                    return meta
+            logger.info(
+                "spectral init: the centroid affinities exp(-d^2) do not separate the %d "
+                "components (centroids %.3g to %.3g apart); placing them by MDS",
+                n_comp,
+                D[D > 0].min() if (D > 0).any() else 0.0,
+                D.max(),
+            )
+            meta = _classical_mds(D, dim)
+        meta = jitter_duplicates(meta, rng)
+        top = np.abs(meta).max()
+        if top > 0:
+            return meta / top
+    # no data (or all centroids equal): a golden-angle spiral, largest component in the middle
+    order = np.argsort(-sizes, kind="stable")
+    meta = np.zeros((n_comp, dim))
+    if dim >= 2:
+        r = np.sqrt(np.arange(n_comp) + 0.5)
+        theta = np.arange(n_comp) * np.pi * (3 - np.sqrt(5))
+        meta[order, 0] = r * np.cos(theta)
+        meta[order, 1] = r * np.sin(theta)
+    else:
+        meta[order, 0] = np.arange(n_comp)
+    return meta / np.abs(meta).max()
+
+
+def _too_small(size: int, dim: int) -> bool:
+    """umap-learn's cut-off: a component this small gets random positions, not eigenvectors."""
+    return size < 2 * dim or size <= dim + 1
+
+
+def _multi_component(G, dim, n_comp, labels, rng, data, metric="euclidean", metric_kwds=None):
     sizes = np.bincount(labels, minlength=n_comp)
     centroids = None
     if n_comp > 2 * dim and data is not None:
         X = data()
         if X is not None:
-            onehot = sparse.csr_matrix(
-                (np.ones(labels.size), (labels, np.arange(labels.size))),
-                shape=(n_comp, labels.size),
-            )
-            sums = onehot @ X  # sparse when the representation is sparse
-            sums = sums.toarray() if sparse.issparse(sums) else np.asarray(sums)
-            centroids = sums.astype(np.float64) / sizes[:, None]
-    meta = _meta_positions(n_comp, dim, sizes, centroids, rng)
-    from scipy.spatial import cKDTree
-
-    nearest, _ = cKDTree(meta).query(meta, k=2)
-    half = np.maximum(nearest[:, 1] / 2.0, 1e-6)
+            centroids = _component_centroids(X, labels, sizes)
+    meta = _meta_positions(n_comp, dim, sizes, centroids, rng, metric, metric_kwds)
+    gaps = _nearest_gaps(meta)
+    half = np.where(np.isfinite(gaps), gaps / 2.0, 1.0)
+    half = np.maximum(half, 1e-6)
     Y = np.empty((labels.size, dim))
     order = np.argsort(labels, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(sizes)])
     logger.info("spectral init: %d connected components", n_comp)
     for c in range(n_comp):
         members = order[bounds[c] : bounds[c + 1]]
-        if members.size <= max(dim + 1, 2 * dim):
+        if _too_small(members.size, dim):
             Y[members] = meta[c] + rng.uniform(-half[c], half[c], size=(members.size, dim))
             continue
         sub = G[members][:, members].tocsr()

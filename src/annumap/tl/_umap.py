@@ -142,7 +142,18 @@ def _init_positions(
             return core_init.rescale(core_init.jitter_duplicates(Y, rng), rng), init_pos
         if init_pos == "spectral":
             pruned = prepare_graph(neighbors.connectivities, n_epochs)
-            Y = core_init.spectral_init(pruned, n_components, rng, data)
+            params = neighbors.params
+            # the meta layout of a disconnected graph measures the components' centroids in
+            # the neighbours' metric; a precomputed distance matrix has no centroids to give
+            precomputed = params.get("knn_backend") == "precomputed"
+            Y = core_init.spectral_init(
+                pruned,
+                n_components,
+                rng,
+                None if precomputed else data,
+                metric=str(params.get("metric", "euclidean")),
+                metric_kwds=dict(params.get("metric_kwds") or {}),
+            )
         elif init_pos == "pca":
             X = data()
             if X is None:
@@ -307,8 +318,10 @@ def umap(
     negative_sample_rate
         Negative samples per positive sample.
     init_pos
-        ``'spectral'`` (per connected component), ``'paga'`` (needs ``uns['paga']['pos']``),
-        ``'pca'``, ``'random'``, an ``.obsm`` key, or an array of shape (n_obs, n_components).
+        ``'spectral'`` (umap-learn's, per connected component; docs/design.md gives where a
+        disconnected graph's components are placed differently), ``'paga'`` (scanpy's rule;
+        needs ``uns['paga']['pos']``), ``'pca'``, ``'random'``, an ``.obsm`` key, or an array
+        of shape (n_obs, n_components).
         Not used by ``method='parametric'`` (a warning when not the default).
     random_state
         Seed: an int, ``None`` (a seed is drawn), or a :class:`numpy.random.RandomState` /
