@@ -63,21 +63,25 @@ def nndescent_settings(n_obs: int, n_neighbors: int) -> dict[str, int | float]:
     Returns ``n_trees``, ``leaf_size``, ``n_iters``, ``max_candidates``, ``delta`` and
     ``extra`` (heap slots searched beyond ``n_neighbors - 1``).
 
-    The candidate count and the heap size carry the recall on data of high intrinsic dimension:
-    on the 50-D Gaussian mixture of ``benchmarks/scale.py`` at 200k points (``n_neighbors=15``)
-    15 candidates and 4 extra slots gave recall 0.74 (pynndescent at the same sizing 0.75), 30
-    candidates and 10 extra slots 0.92 (pynndescent with umap-learn's sizing, 27 trees and 60
-    candidates, 0.92); 16 trees instead of 6 gave only 0.78, 60 candidates 0.92 at 1.4x the
-    time. Recall still falls with ``n`` on such data (0.77 at 1M points with these settings).
+    The candidate count and the heap size carry the recall on data of high intrinsic dimension
+    (measured on the 50-D Gaussian mixture of ``benchmarks/scale.py``, ``n_neighbors=15``,
+    recall of the 14 exact neighbours): 15 candidates and 4 extra heap slots gave 0.74 at 200k
+    points and 0.50 at 1M (pynndescent at that sizing: 0.75 at 200k); 30 and 10 gave 0.92 at
+    200k but 0.77 at 1M. Recall falls with the points per cluster, so the sizing was chosen on
+    2 clusters of 50k points (the density of the 1M set): 30/10 0.75, 45/15 0.88, 40
+    candidates with a 40-slot heap 0.92, 60/20 0.93 (50% more memory for the candidate lists).
+    More trees help little (16 instead of 6: +0.04). pynndescent with umap-learn's sizing (27
+    to 55 trees, 60 candidates) reaches 0.92 at 200k and 0.82 at 1M.
     """
     k = max(int(n_neighbors), 2)
+    m = min(60, max(16, 8 * k // 3))
     return {
         "n_trees": 4 if n_obs < 200_000 else 6,
         "leaf_size": max(24, 2 * k),
         "n_iters": max(5, round(np.log2(max(n_obs, 2)))),
-        "max_candidates": min(60, max(2 * k, 16)),
+        "max_candidates": m,
         "delta": 0.001,
-        "extra": max(4, (2 * k) // 3),
+        "extra": max(4, m - (k - 1)),
     }
 
 
