@@ -108,7 +108,7 @@ def test_transposes_do_not_depend_on_the_chunk_count():
     for n_chunks in (1, 2, 5, 64):
         rev = np.empty(n + 1, np.int64), np.empty(n * K, np.int32), np.empty(n * K, np.uint8)
         _reverse(heap, flag, *rev, n_chunks)
-        tr = np.empty(n + 1, np.int64), np.empty(n * K, np.int32), np.empty(n * K, np.int16)
+        tr = np.empty(n + 1, np.int64), np.empty(n * K, np.int32), np.empty(n * K, np.int8)
         _transpose(np.maximum(heap, 0), count, *tr, n_chunks)
         results.append([a[: rev[0][-1]] for a in rev[1:]] + [rev[0]]
                        + [a[: tr[0][-1]] for a in tr[1:]] + [tr[0]])  # fmt: skip

@@ -50,7 +50,7 @@ _S32 = np.uint64(32)
 #: machine code runs for every thread count, so results stay bit-identical across n_jobs).
 _FAST = {"reassoc", "contract", "nsz"}
 #: Bytes of the per-batch candidate distance matrices (batch x 2m x (2m + 1) float32).
-_BATCH_BYTES = 128 * 2**20
+_BATCH_BYTES = 64 * 2**20
 _METRIC_CODE = {"euclidean": 0, "l2": 0, "sqeuclidean": 1, "cosine": 2, "correlation": 3}
 #: Streams of the counter-based generator (kept apart from the layout's and transform's).
 _TREE_STREAM = 0x4E4E_0001
@@ -389,13 +389,16 @@ def _batch_members(v0, v1, new_c, new_n, old_c, old_n, mark, out):  # pragma: no
 
     ``mark`` (n bytes, all zero) is left all zero.
     """
+    lo = mark.shape[0]
+    hi = 0
     for v in range(v0, v1):
-        for t in range(new_n[v]):
-            mark[new_c[v, t]] = 1
-        for t in range(old_n[v]):
-            mark[old_c[v, t]] = 1
+        for t in range(new_n[v] + old_n[v]):
+            j = new_c[v, t] if t < new_n[v] else old_c[v, t - new_n[v]]
+            mark[j] = 1
+            lo = min(lo, j)
+            hi = max(hi, j + 1)
     count = 0
-    for i in range(mark.shape[0]):
+    for i in range(lo, hi):
         if mark[i]:
             out[count] = i
             count += 1
@@ -572,38 +575,41 @@ def _descent_ordered(
             _leaf_join(S, order[t], starts[t], n_leaves[t], n_targets, heap_idx, heap_dist,
                        heap_flag)  # fmt: skip
         del order, starts
-    rev_ptr = np.empty(n + 1, dtype=np.int64)
-    rev_src = np.empty(n * K, dtype=np.int32)
-    rev_flag = np.empty(n * K, dtype=np.uint8)
+    # two phases per iteration, each holding only its own arrays (the reverse graph; then the
+    # transposes and the batch matrices), so that the peak is the larger phase, not their sum
     new_c = np.empty((n, m), dtype=np.int32)
     old_c = np.empty((n, m), dtype=np.int32)
     new_n = np.empty(n, dtype=np.int64)
     old_n = np.empty(n, dtype=np.int64)
     new_ptr = np.empty(n + 1, dtype=np.int64)
     old_ptr = np.empty(n + 1, dtype=np.int64)
-    new_mem = np.empty(n * m, dtype=np.int32)
-    old_mem = np.empty(n * m, dtype=np.int32)
-    new_pos = np.empty(n * m, dtype=np.int16)
-    old_pos = np.empty(n * m, dtype=np.int16)
     new_cur = np.empty(n, dtype=np.int64)
     old_cur = np.empty(n, dtype=np.int64)
     updates = np.empty(n, dtype=np.int64)
     batch = max(1, min(n, _BATCH_BYTES // (4 * 2 * m * (2 * m + 1))))
-    D = np.empty((batch, 2 * m, 2 * m + 1), dtype=np.float32)
     mark = np.zeros(n, dtype=np.uint8)
     members = np.empty(n, dtype=np.int32)
     limit = float(settings["delta"]) * n * K
     n_chunks = max(1, min(n, get_num_threads()))
     for it in range(int(settings["n_iters"])):
+        rev_ptr = np.empty(n + 1, dtype=np.int64)
+        rev_src = np.empty(n * K, dtype=np.int32)
+        rev_flag = np.empty(n * K, dtype=np.uint8)
         _reverse(heap_idx, heap_flag, rev_ptr, rev_src, rev_flag, n_chunks)
         key = epoch_key(random_state, _ITER_STREAM + it)
         _candidates(heap_idx, heap_flag, rev_ptr, rev_src, rev_flag, key, new_c, new_n, old_c,
                     old_n)  # fmt: skip
+        del rev_ptr, rev_src, rev_flag
+        new_mem = np.empty(int(new_n.sum()), dtype=np.int32)
+        old_mem = np.empty(int(old_n.sum()), dtype=np.int32)
+        new_pos = np.empty(new_mem.size, dtype=np.int8)  # positions < max_candidates <= 60
+        old_pos = np.empty(old_mem.size, dtype=np.int8)
         _transpose(new_c, new_n, new_ptr, new_mem, new_pos, n_chunks)
         _transpose(old_c, old_n, old_ptr, old_mem, old_pos, n_chunks)
         new_cur[:] = new_ptr[:-1]
         old_cur[:] = old_ptr[:-1]
         updates[:] = 0
+        D = np.empty((batch, 2 * m, 2 * m + 1), dtype=np.float32)
         for v0 in range(0, n, batch):
             v1 = min(n, v0 + batch)
             _pair_distances(S, v0, new_c, new_n, old_c, old_n, D[: v1 - v0])
@@ -611,6 +617,7 @@ def _descent_ordered(
             _pull(v0, v1, members[:count], n_targets, new_c, new_n, old_c, old_n, new_ptr,
                   new_mem, new_pos, new_cur, old_ptr, old_mem, old_pos, old_cur, D, heap_idx,
                   heap_dist, heap_flag, updates)  # fmt: skip
+        del new_mem, old_mem, new_pos, old_pos, D
         if int(updates.sum()) <= limit:
             break
     return heap_idx, heap_dist
