@@ -591,6 +591,7 @@ def _descent_ordered(
     members = np.empty(n, dtype=np.int32)
     limit = float(settings["delta"]) * n * K
     n_chunks = max(1, min(n, get_num_threads()))
+    pos_dtype = np.int8 if m <= 127 else np.int16  # places in a candidate list (< m)
     for it in range(int(settings["n_iters"])):
         rev_ptr = np.empty(n + 1, dtype=np.int64)
         rev_src = np.empty(n * K, dtype=np.int32)
@@ -602,8 +603,8 @@ def _descent_ordered(
         del rev_ptr, rev_src, rev_flag
         new_mem = np.empty(int(new_n.sum()), dtype=np.int32)
         old_mem = np.empty(int(old_n.sum()), dtype=np.int32)
-        new_pos = np.empty(new_mem.size, dtype=np.int8)  # positions < max_candidates <= 60
-        old_pos = np.empty(old_mem.size, dtype=np.int8)
+        new_pos = np.empty(new_mem.size, dtype=pos_dtype)
+        old_pos = np.empty(old_mem.size, dtype=pos_dtype)
         _transpose(new_c, new_n, new_ptr, new_mem, new_pos, n_chunks)
         _transpose(old_c, old_n, old_ptr, old_mem, old_pos, n_chunks)
         new_cur[:] = new_ptr[:-1]
