@@ -12,12 +12,14 @@ the scheduling:
 2. **Iterations** on the frozen graph of the previous one: each vertex samples up to
    ``max_candidates`` "new" and "old" candidates among its forward and reverse neighbours
    (priority = hash of (seed, iteration, pair), so the sample is a function of the graph only)
-   (:func:`_candidates`); the candidate lists are transposed serially (:func:`_transpose`).
-   Then, batch by batch of vertices ``v``, the distances among ``v``'s candidates are measured
-   once into ``v``'s own matrix (:func:`_pair_distances`: pairs with at least one new member,
-   rows read from cache), and every vertex ``i`` reads its row of the matrices of the lists it
-   is in and pushes those neighbours into **its own** heap (:func:`_pull`). No locks, no
-   order dependence; each pair is measured once, as in the usual formulation.
+   (:func:`_candidates`); the reverse graph and the candidate lists are transposed in
+   parallel over ranges of targets, each range scanning all lists in order (:func:`_reverse`,
+   :func:`_transpose`: the same CSR for any thread count). Then, batch by batch of vertices
+   ``v``, the distances among ``v``'s candidates are measured once into ``v``'s own matrix
+   (:func:`_pair_distances`: pairs with at least one new member, rows read from cache), and
+   every vertex ``i`` the batch lists (:func:`_batch_members`) reads its row of the matrices of
+   the lists it is in and pushes those neighbours into **its own** heap (:func:`_pull`). No
+   locks, no order dependence; each pair is measured once, as in the usual formulation.
 3. Stop after ``n_iters`` iterations or when fewer than ``delta * n * k`` heap entries changed
    (an integer count: deterministic).
 4. The final neighbours are re-measured in float64 (:func:`_final_distances`) and sorted, the
@@ -30,7 +32,7 @@ run as euclidean on unit (centred) rows, which ranks identically.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import get_num_threads, prange
 from scipy import sparse
 
 from .._numba import njit, threads
@@ -48,7 +50,7 @@ _S32 = np.uint64(32)
 #: machine code runs for every thread count, so results stay bit-identical across n_jobs).
 _FAST = {"reassoc", "contract", "nsz"}
 #: Bytes of the per-batch candidate distance matrices (batch x 2m x (2m + 1) float32).
-_BATCH_BYTES = 128 * 2**20
+_BATCH_BYTES = 64 * 2**20
 _METRIC_CODE = {"euclidean": 0, "l2": 0, "sqeuclidean": 1, "cosine": 2, "correlation": 3}
 #: Streams of the counter-based generator (kept apart from the layout's and transform's).
 _TREE_STREAM = 0x4E4E_0001
@@ -58,19 +60,28 @@ _ITER_STREAM = 0x4E4E_0002
 def nndescent_settings(n_obs: int, n_neighbors: int) -> dict[str, int | float]:
     """Forest and iteration sizing of the NN-descent backend for ``n_obs`` points.
 
-    Measured on MNIST 70k (PCA 50) and 50-D Gaussian mixtures of 200k and 1M points for
-    ``n_neighbors=15`` (``benchmarks/neighbors.py``): these settings give recall >= 0.95 of the
-    exact neighbours. Returns ``n_trees``, ``leaf_size``, ``n_iters``, ``max_candidates``,
-    ``delta`` and ``extra`` (heap slots searched beyond ``n_neighbors - 1``).
+    Returns ``n_trees``, ``leaf_size``, ``n_iters``, ``max_candidates``, ``delta`` and
+    ``extra`` (heap slots searched beyond ``n_neighbors - 1``).
+
+    The candidate count and the heap size carry the recall on data of high intrinsic dimension
+    (measured on the 50-D Gaussian mixture of ``benchmarks/scale.py``, ``n_neighbors=15``,
+    recall of the 14 exact neighbours): 15 candidates and 4 extra heap slots gave 0.74 at 200k
+    points and 0.50 at 1M (pynndescent at that sizing: 0.75 at 200k); 30 and 10 gave 0.92 at
+    200k but 0.77 at 1M. Recall falls with the points per cluster, so the sizing was chosen on
+    2 clusters of 50k points (the density of the 1M set): 30/10 0.75, 45/15 0.88, 40
+    candidates with a 40-slot heap 0.92, 60/20 0.93 (50% more memory for the candidate lists).
+    More trees help little (16 instead of 6: +0.04). pynndescent with umap-learn's sizing (27
+    to 55 trees, 60 candidates) reaches 0.92 at 200k and 0.82 at 1M.
     """
     k = max(int(n_neighbors), 2)
+    m = min(60, max(16, 8 * k // 3))
     return {
         "n_trees": 4 if n_obs < 200_000 else 6,
         "leaf_size": max(24, 2 * k),
         "n_iters": max(5, round(np.log2(max(n_obs, 2)))),
-        "max_candidates": min(16, max(k, 8)),
+        "max_candidates": m,
         "delta": 0.001,
-        "extra": 4,
+        "extra": max(4, m - (k - 1)),
     }
 
 
@@ -217,26 +228,37 @@ def _leaf_join(X, order, starts, n_leaves, n_targets, heap_idx, heap_dist,
                     _push(heap_idx[q], heap_dist[q], heap_flag[q], p, d)
 
 
-@njit
-def _reverse(heap_idx, heap_flag, ptr, src, src_flag):  # pragma: no cover - numba
-    """Reverse graph in CSR (``ptr``, ``src``, ``src_flag``), each list ascending in source."""
+@njit(parallel=True)
+def _reverse(heap_idx, heap_flag, ptr, src, src_flag, n_chunks):  # pragma: no cover - numba
+    """Reverse graph in CSR (``ptr``, ``src``, ``src_flag``), each list ascending in source.
+
+    Parallel over ``n_chunks`` ranges of targets, each scanning all heaps in source order and
+    writing only its own targets' lists: the result does not depend on ``n_chunks``.
+    """
     n, K = heap_idx.shape
     ptr[:] = 0
-    for u in range(n):
-        for s in range(K):
-            v = heap_idx[u, s]
-            if v >= 0:
-                ptr[v + 1] += 1
+    step = (n + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        lo = c * step
+        hi = min(n, lo + step)
+        for u in range(n):
+            for s in range(K):
+                v = heap_idx[u, s]
+                if lo <= v < hi:
+                    ptr[v + 1] += 1
     for v in range(n):
         ptr[v + 1] += ptr[v]
     fill = ptr[:-1].copy()
-    for u in range(n):
-        for s in range(K):
-            v = heap_idx[u, s]
-            if v >= 0:
-                src[fill[v]] = u
-                src_flag[fill[v]] = heap_flag[u, s]
-                fill[v] += 1
+    for c in prange(n_chunks):
+        lo = c * step
+        hi = min(n, lo + step)
+        for u in range(n):
+            for s in range(K):
+                v = heap_idx[u, s]
+                if lo <= v < hi:
+                    src[fill[v]] = u
+                    src_flag[fill[v]] = heap_flag[u, s]
+                    fill[v] += 1
 
 
 @njit
@@ -299,27 +321,38 @@ def _candidates(heap_idx, heap_flag, ptr, src, src_flag, key, new_c, new_n, old_
                         break
 
 
-@njit
-def _transpose(cand, count, ptr, members, pos):  # pragma: no cover - numba
+@njit(parallel=True)
+def _transpose(cand, count, ptr, members, pos, n_chunks):  # pragma: no cover - numba
     """Transpose candidate lists: who lists ``i``, and where.
 
     ``members[ptr[i]:ptr[i + 1]]`` are the vertices whose list holds ``i`` (ascending) and
-    ``pos`` the place of ``i`` in each of those lists.
+    ``pos`` the place of ``i`` in each of those lists. Parallel over ``n_chunks`` ranges of
+    ``i`` as :func:`_reverse` (the result does not depend on ``n_chunks``).
     """
     n = cand.shape[0]
     ptr[:] = 0
-    for v in range(n):
-        for t in range(count[v]):
-            ptr[cand[v, t] + 1] += 1
+    step = (n + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        lo = c * step
+        hi = min(n, lo + step)
+        for v in range(n):
+            for t in range(count[v]):
+                i = cand[v, t]
+                if lo <= i < hi:
+                    ptr[i + 1] += 1
     for i in range(n):
         ptr[i + 1] += ptr[i]
     fill = ptr[:-1].copy()
-    for v in range(n):
-        for t in range(count[v]):
-            i = cand[v, t]
-            members[fill[i]] = v
-            pos[fill[i]] = t
-            fill[i] += 1
+    for c in prange(n_chunks):
+        lo = c * step
+        hi = min(n, lo + step)
+        for v in range(n):
+            for t in range(count[v]):
+                i = cand[v, t]
+                if lo <= i < hi:
+                    members[fill[i]] = v
+                    pos[fill[i]] = t
+                    fill[i] += 1
 
 
 @njit(parallel=True, fastmath=_FAST)
@@ -350,17 +383,43 @@ def _pair_distances(X, v0, new_c, new_n, old_c, old_n, D):  # pragma: no cover -
                 Dr[b, a] = d
 
 
+@njit
+def _batch_members(v0, v1, new_c, new_n, old_c, old_n, mark, out):  # pragma: no cover - numba
+    """The vertices listed by the batch ``[v0, v1)``, ascending, into ``out``; their count.
+
+    ``mark`` (n bytes, all zero) is left all zero.
+    """
+    lo = mark.shape[0]
+    hi = 0
+    for v in range(v0, v1):
+        for t in range(new_n[v] + old_n[v]):
+            j = new_c[v, t] if t < new_n[v] else old_c[v, t - new_n[v]]
+            mark[j] = 1
+            lo = min(lo, j)
+            hi = max(hi, j + 1)
+    count = 0
+    for i in range(lo, hi):
+        if mark[i]:
+            out[count] = i
+            count += 1
+            mark[i] = 0
+    return count
+
+
 @njit(parallel=True)
-def _pull(v0, v1, n_targets, new_c, new_n, old_c, old_n, new_ptr, new_mem, new_pos, new_cur,
-          old_ptr, old_mem, old_pos, old_cur, D, heap_idx, heap_dist, heap_flag,
+def _pull(v0, v1, members, n_targets, new_c, new_n, old_c, old_n, new_ptr, new_mem, new_pos,
+          new_cur, old_ptr, old_mem, old_pos, old_cur, D, heap_idx, heap_dist, heap_flag,
           updates):  # pragma: no cover - numba  # fmt: skip
     """Each vertex ``i`` pushes into its own heap what the batch ``[v0, v1)`` measured for it.
 
-    ``new_cur[i]`` and ``old_cur[i]`` walk ``i``'s memberships (ascending in ``v``) batch by
-    batch; only ``i``'s heap, cursors and ``updates[i]`` are written for ``i``.
+    Only the vertices ``members`` listed by the batch (:func:`_batch_members`, each once) are
+    visited: the cost per batch is its own, not ``n``. ``new_cur[i]`` and ``old_cur[i]`` walk
+    ``i``'s memberships (ascending in ``v``) batch by batch; only ``i``'s heap, cursors and
+    ``updates[i]`` are written for ``i``.
     """
     width = D.shape[2] - 1
-    for i in prange(heap_idx.shape[0]):
+    for r in prange(members.shape[0]):
+        i = members[r]
         hi = heap_idx[i]
         hd = heap_dist[i]
         hf = heap_flag[i]
@@ -516,41 +575,50 @@ def _descent_ordered(
             _leaf_join(S, order[t], starts[t], n_leaves[t], n_targets, heap_idx, heap_dist,
                        heap_flag)  # fmt: skip
         del order, starts
-    rev_ptr = np.empty(n + 1, dtype=np.int64)
-    rev_src = np.empty(n * K, dtype=np.int32)
-    rev_flag = np.empty(n * K, dtype=np.uint8)
+    # two phases per iteration, each holding only its own arrays (the reverse graph; then the
+    # transposes and the batch matrices), so that the peak is the larger phase, not their sum
     new_c = np.empty((n, m), dtype=np.int32)
     old_c = np.empty((n, m), dtype=np.int32)
     new_n = np.empty(n, dtype=np.int64)
     old_n = np.empty(n, dtype=np.int64)
     new_ptr = np.empty(n + 1, dtype=np.int64)
     old_ptr = np.empty(n + 1, dtype=np.int64)
-    new_mem = np.empty(n * m, dtype=np.int32)
-    old_mem = np.empty(n * m, dtype=np.int32)
-    new_pos = np.empty(n * m, dtype=np.int16)
-    old_pos = np.empty(n * m, dtype=np.int16)
     new_cur = np.empty(n, dtype=np.int64)
     old_cur = np.empty(n, dtype=np.int64)
     updates = np.empty(n, dtype=np.int64)
     batch = max(1, min(n, _BATCH_BYTES // (4 * 2 * m * (2 * m + 1))))
-    D = np.empty((batch, 2 * m, 2 * m + 1), dtype=np.float32)
+    mark = np.zeros(n, dtype=np.uint8)
+    members = np.empty(n, dtype=np.int32)
     limit = float(settings["delta"]) * n * K
+    n_chunks = max(1, min(n, get_num_threads()))
+    pos_dtype = np.int8 if m <= 127 else np.int16  # places in a candidate list (< m)
     for it in range(int(settings["n_iters"])):
-        _reverse(heap_idx, heap_flag, rev_ptr, rev_src, rev_flag)
+        rev_ptr = np.empty(n + 1, dtype=np.int64)
+        rev_src = np.empty(n * K, dtype=np.int32)
+        rev_flag = np.empty(n * K, dtype=np.uint8)
+        _reverse(heap_idx, heap_flag, rev_ptr, rev_src, rev_flag, n_chunks)
         key = epoch_key(random_state, _ITER_STREAM + it)
         _candidates(heap_idx, heap_flag, rev_ptr, rev_src, rev_flag, key, new_c, new_n, old_c,
                     old_n)  # fmt: skip
-        _transpose(new_c, new_n, new_ptr, new_mem, new_pos)
-        _transpose(old_c, old_n, old_ptr, old_mem, old_pos)
+        del rev_ptr, rev_src, rev_flag
+        new_mem = np.empty(int(new_n.sum()), dtype=np.int32)
+        old_mem = np.empty(int(old_n.sum()), dtype=np.int32)
+        new_pos = np.empty(new_mem.size, dtype=pos_dtype)
+        old_pos = np.empty(old_mem.size, dtype=pos_dtype)
+        _transpose(new_c, new_n, new_ptr, new_mem, new_pos, n_chunks)
+        _transpose(old_c, old_n, old_ptr, old_mem, old_pos, n_chunks)
         new_cur[:] = new_ptr[:-1]
         old_cur[:] = old_ptr[:-1]
         updates[:] = 0
+        D = np.empty((batch, 2 * m, 2 * m + 1), dtype=np.float32)
         for v0 in range(0, n, batch):
             v1 = min(n, v0 + batch)
             _pair_distances(S, v0, new_c, new_n, old_c, old_n, D[: v1 - v0])
-            _pull(v0, v1, n_targets, new_c, new_n, old_c, old_n, new_ptr, new_mem, new_pos,
-                  new_cur, old_ptr, old_mem, old_pos, old_cur, D, heap_idx, heap_dist,
-                  heap_flag, updates)  # fmt: skip
+            count = _batch_members(v0, v1, new_c, new_n, old_c, old_n, mark, members)
+            _pull(v0, v1, members[:count], n_targets, new_c, new_n, old_c, old_n, new_ptr,
+                  new_mem, new_pos, new_cur, old_ptr, old_mem, old_pos, old_cur, D, heap_idx,
+                  heap_dist, heap_flag, updates)  # fmt: skip
+        del new_mem, old_mem, new_pos, old_pos, D
         if int(updates.sum()) <= limit:
             break
     return heap_idx, heap_dist
