@@ -69,6 +69,7 @@ __all__ = [
     "ACTIVATIONS",
     "CHUNK_ROWS",
     "DEFAULT_HIDDEN",
+    "NEGATIVE_ROUNDS",
     "Decoder",
     "Encoder",
     "ParametricResult",
@@ -79,6 +80,7 @@ __all__ = [
     "fit_parametric",
     "init_decoder",
     "init_encoder",
+    "negative_rounds",
     "parametric_layout",
     "train_encoder",
     "umap_batch_loss",
@@ -1018,9 +1020,11 @@ def fit_parametric(
     n_components
         Output dimensions.
     negative_sample_rate
-        Negatives per positive, rounded to an int (at least 1 if > 0).
+        Expected negatives per positive pair: each head gets ``max(NEGATIVE_ROUNDS,
+        ceil(rate))`` negatives from the batch's tails, weighted so that their sum is the
+        repulsion of ``rate`` negatives (:func:`negative_rounds`; 0: none).
     gamma
-        Weight of the repulsion.
+        Weight of the repulsion (per expected negative).
     seed
         Seed of the weight initialisation, the validation split and the batch draws.
     n_jobs
