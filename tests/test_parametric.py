@@ -56,6 +56,8 @@ CASES = {
     "sigmoid": {"activation": "sigmoid"},
     "softplus": {"activation": "softplus", "correlation_weight": 1.0},
     "leaky_relu": {"activation": "leaky_relu"},
+    "tails_as_negatives": {"pool": "tails", "dec": True, "correlation_weight": 0.5},
+    "tails_as_negatives_autoencoder": {"pool": "tails", "dec": True, "autoencoder_loss": True},
 }
 
 
@@ -67,6 +69,8 @@ def test_gradients_equal_finite_differences(case):
     enc = _tiny_params(rng, (4, 6, 5, 2))
     dec = _tiny_params(rng, (2, 5, 4)) if cfg.pop("dec", False) else None
     Xh, Xt, Xn = (rng.normal(size=(7, 4)) for _ in range(3))
+    if cfg.pop("pool", None) == "tails":  # training's negatives: the batch's own tails
+        Xn = None
     offsets = np.array([1, 3, 6])
     kw = {"a": A, "b": cfg.pop("b", B), "gamma": 1.3, **cfg}
     if dec is not None:
@@ -95,6 +99,40 @@ def test_gradients_equal_finite_differences(case):
 
         for g, num in zip(g_dec, _numeric_grad(f_dec, dec), strict=True):
             np.testing.assert_allclose(g, num, rtol=1e-4, atol=1e-7)
+
+
+def test_tails_as_negatives_is_the_same_loss_as_a_copy_of_them():
+    rng = np.random.default_rng(1)
+    enc = _tiny_params(rng, (4, 6, 2))
+    Xh, Xt = rng.normal(size=(9, 4)), rng.normal(size=(9, 4))
+    kw = {"a": A, "b": B, "gamma": 0.25}
+    offsets = np.array([2, 5, 7])
+    own = P.batch_loss_and_grads(enc, None, Xh, Xt, None, offsets, **kw)
+    copy = P.batch_loss_and_grads(enc, None, Xh, Xt, Xt.copy(), offsets, **kw)
+    np.testing.assert_allclose(float(own[0]["umap"]), float(copy[0]["umap"]), rtol=1e-12)
+    for g1, g2 in zip(own[1], copy[1], strict=True):
+        np.testing.assert_allclose(g1, g2, rtol=1e-10, atol=1e-12)
+    assert own[3].shape == (18, 2)
+
+
+def test_negative_rounds_keep_the_expected_repulsion():
+    assert P.negative_rounds(5.0, 1.0) == (P.NEGATIVE_ROUNDS, 5.0 / P.NEGATIVE_ROUNDS)
+    assert P.negative_rounds(50, 2.0) == (50, 2.0)
+    assert P.negative_rounds(P.NEGATIVE_ROUNDS - 0.5, 1.0) == (
+        P.NEGATIVE_ROUNDS,
+        1.0 - 0.5 / P.NEGATIVE_ROUNDS,
+    )
+    assert P.negative_rounds(0.5, 1.0) == (P.NEGATIVE_ROUNDS, 0.5 / P.NEGATIVE_ROUNDS)
+    assert P.negative_rounds(0.0, 1.0) == (0, 1.0)
+    # equidistant negatives: the loss of R negatives of weight rate/R is rate negatives' loss
+    Yh = np.zeros((40, 2))
+    Yt = np.full((40, 2), 0.3)
+    Yn = np.tile([[1.0, 2.0]], (40, 1))
+    few = P.umap_batch_loss(Yh, Yt, Yn, np.arange(1, 6), a=A, b=B, gamma=1.0, xp=np)
+    rounds, w = P.negative_rounds(5, 1.0)
+    many = P.umap_batch_loss(Yh, Yt, Yn, np.arange(1, rounds + 1), a=A, b=B, gamma=w, xp=np)
+    np.testing.assert_allclose(float(few[0]), float(many[0]), rtol=1e-12)
+    np.testing.assert_allclose(few[1], many[1], rtol=1e-12)
 
 
 def test_correlation_loss_is_pearson_of_pairwise_distances_and_its_gradient():
@@ -222,7 +260,7 @@ def test_training_is_deterministic_thread_independent_and_learns():
     X, labels, G = _blob_graph(n=700)
     s = _settings(
         parametric_reconstruction=True, global_correlation_loss_weight=0.2, batch_size=400
-    )  # fmt: skip  (3 x 400 rows: chunks of 512 on 2 threads)
+    )  # fmt: skip  (2 x 400 rows: chunks of 512 on 2 threads)
     kw = {"a": A, "b": B, "settings": s}
     r1 = P.fit_parametric(X, G, seed=3, n_jobs=1, **kw)
     r2 = P.fit_parametric(X, G, seed=3, n_jobs=2, **kw)

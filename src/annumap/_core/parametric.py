@@ -16,11 +16,15 @@ a batch of ``B`` positive pairs, each a graph edge drawn with probability propor
 weight (either end first), is
 
 - the UMAP fuzzy cross-entropy: ``log(1 + a d2^b)`` per positive pair, ``d2`` the squared
-  embedding distance; ``-gamma log(1 - q(d2) + 1e-4)`` per negative pair, ``q = 1 / (1 + a
-  d2^b)``; each head is paired with ``round(negative_sample_rate)`` negatives taken from a pool
-  of ``B`` vertices drawn uniformly (pool member ``(i + offset_r) % B`` in round ``r``, the
-  offsets drawn per batch); the sum is divided by ``B``. Without the ``1e-4`` the gradients are
-  UMAP's attraction and repulsion coefficients times ``y_i - y_j``;
+  embedding distance; ``-w log(1 - q(d2) + 1e-4)`` per negative pair, ``q = 1 / (1 + a
+  d2^b)``; each head is paired with ``R = max(40, ceil(negative_sample_rate))`` negatives
+  (:data:`NEGATIVE_ROUNDS`) of weight ``w = gamma * negative_sample_rate / R`` (so the expected
+  repulsion is that of ``negative_sample_rate`` negatives of weight ``gamma``, estimated from
+  more of them), taken from the batch's tails, as ParametricUMAP takes its negatives from the
+  batch (tail ``(i + offset_r) % B`` in round ``r``, the offsets drawn per batch; a tail is
+  drawn by edge weight, about uniformly over the cells of a kNN graph); the sum is divided by
+  ``B``. Without the ``1e-4`` the gradients are UMAP's attraction and repulsion coefficients
+  times ``y_i - y_j``;
 - with ``parametric_reconstruction``: ``weight * mean((decoder(y) - x_std)^2)`` over the batch's
   heads and tails (the mean squared error of the standardised representation). The gradient
   reaches the encoder only with ``autoencoder_loss`` (otherwise it stops at the embedding, as
@@ -65,6 +69,7 @@ __all__ = [
     "ACTIVATIONS",
     "CHUNK_ROWS",
     "DEFAULT_HIDDEN",
+    "NEGATIVE_ROUNDS",
     "Decoder",
     "Encoder",
     "ParametricResult",
@@ -75,6 +80,7 @@ __all__ = [
     "fit_parametric",
     "init_decoder",
     "init_encoder",
+    "negative_rounds",
     "parametric_layout",
     "train_encoder",
     "umap_batch_loss",
@@ -103,18 +109,28 @@ DEFAULT_BATCH_SIZE = 1024
 #: 2 = encoder and decoder with any of :data:`ACTIVATIONS`, history kept beside them.
 FORMAT_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
+#: Negatives paired with each head per batch (at least): the repulsion of
+#: ``negative_sample_rate`` negatives per positive is estimated from this many, each weighted
+#: ``negative_sample_rate / rounds`` (the expected loss is unchanged, its variance lower; a
+#: round costs elementwise work on ``B`` pairs, no rows to embed). MNIST 70k, 60 epochs,
+#: trustworthiness (15-NN, 5,000-point sample) with negatives from the batch's tails: 0.923 with
+#: 5 of weight 1, 0.938 with 20 of weight 1/4, 0.941 with 40 of weight 1/8 (0.928 with 5 drawn
+#: uniformly, a third block of ``B`` rows to embed: 1.5x the cost of a step).
+NEGATIVE_ROUNDS = 40
 #: Default ``n_training_epochs`` (an epoch draws about one positive edge per training cell, so
 #: its cost grows with ``n_obs`` as a layout epoch's does): on CBMC it takes about as long as
-#: the 500-epoch layout, and MNIST 70k gains trustworthiness up to it and beyond (0.887 at 24
-#: epochs, 0.907 at 60, 0.922 at 80; 5,000-point sample) where the layout runs 200 epochs.
+#: the 500-epoch layout, and MNIST 70k gains trustworthiness up to it and beyond (with 5
+#: uniform negatives of weight 1: 0.928 at 60 epochs, 0.932 at 100; with
+#: :data:`NEGATIVE_ROUNDS` 0.941 at 60) where the layout runs 200 epochs.
 DEFAULT_TRAINING_EPOCHS = 60
 #: ``tl.umap``'s ``maxiter`` times this is ``n_training_epochs`` when ``maxiter`` is given.
 EPOCH_SCALE = 0.12
 #: Adam's step size for ``alpha = 1`` (``tl.umap``'s ``alpha`` scales it), decayed linearly to a
-#: tenth over ``n_training_epochs``. Larger than Keras' 1e-3, for short trainings: 60 epochs
-#: gave trustworthiness (15-NN) 0.935 / 0.936 / 0.937 on CBMC (3,000-cell sample) and 0.929 /
-#: 0.928 / 0.900 on MNIST 70k (5,000-point sample) at 1e-2 / 2e-2 / 5e-2 (200 epochs at 3e-3:
-#: 0.938 on CBMC).
+#: tenth over ``n_training_epochs``. Larger than Keras' 1e-3 (ParametricUMAP's), for short
+#: trainings: 60 epochs (5 uniform negatives) gave trustworthiness (15-NN) 0.935 / 0.936 /
+#: 0.937 on CBMC (3,000-cell sample) and 0.929 / 0.928 / 0.900 on MNIST 70k (5,000-point
+#: sample) at 1e-2 / 2e-2 / 5e-2 (200 epochs at 3e-3: 0.938 on CBMC); on MNIST, decaying to 0
+#: instead of a tenth gave 0.921 (cosine: 0.927), batches of 512 / 2048 edges 0.924 / 0.919.
 DEFAULT_LEARNING_RATE = 2e-2
 
 
@@ -756,7 +772,8 @@ def umap_batch_loss(
     """UMAP loss of a batch (sum over pairs / B) and its gradients at heads, tails, negatives.
 
     Row ``i`` of ``Yh``/``Yt`` is a positive pair; head ``i`` is also paired with negative
-    ``(i + offsets[r]) % B`` for every ``r`` (``Yn`` has ``B`` rows).
+    ``(i + offsets[r]) % B`` for every ``r`` (``Yn`` has ``B`` rows; it may be ``Yt`` itself,
+    then add the tail and negative gradients), each negative pair weighted ``gamma``.
     """
     B = Yh.shape[0]
     loss_pos, g = _pair_terms(Yh - Yt, a, b, positive=True, gamma=gamma, xp=xp)
@@ -809,7 +826,7 @@ def batch_loss_and_grads(
     dec_params: list[Any] | None,
     X_head: Any,
     X_tail: Any,
-    X_neg: Any,
+    X_neg: Any | None,
     offsets: Any,
     *,
     a: float,
@@ -825,7 +842,8 @@ def batch_loss_and_grads(
 ) -> tuple[dict[str, Any], list[Any], list[Any] | None, Any]:
     """The losses of one batch (module docstring) and the gradients of their sum.
 
-    ``X_*`` are standardised inputs (heads, tails, negative pool); ``decoder_input`` is the
+    ``X_*`` are standardised inputs (heads, tails, negative pool; ``X_neg=None``: the tails are
+    the pool, as in training, so the batch embeds ``2 B`` rows); ``decoder_input`` is the
     decoder's ``(input_mean, input_scale)`` (constants here; default ``(0, 1)``). Returns
     ``({'umap': ..., 'reconstruction': ..., 'correlation': ...}, encoder grads, decoder grads or
     None, embedding of the heads and tails)``; the loss values are 0-d arrays of ``xp`` (entries
@@ -833,11 +851,12 @@ def batch_loss_and_grads(
     """
     passes = passes or _Passes(None, xp)
     B = X_head.shape[0]
-    X = xp.concatenate([X_head, X_tail, X_neg])
+    X = xp.concatenate([X_head, X_tail] if X_neg is None else [X_head, X_tail, X_neg])
     Y, tape = passes.forward(enc_params, X, activation)
-    Yh, Yt, Yn = Y[:B], Y[B : 2 * B], Y[2 * B :]
+    Yh, Yt = Y[:B], Y[B : 2 * B]
+    Yn = Yt if X_neg is None else Y[2 * B :]
     loss_umap, gh, gt, gn = umap_batch_loss(Yh, Yt, Yn, offsets, a=a, b=b, gamma=gamma, xp=xp)
-    dY = xp.concatenate([gh, gt, gn])
+    dY = xp.concatenate([gh, gt + gn] if X_neg is None else [gh, gt, gn])
     losses = {"umap": loss_umap}
     dec_grads = None
     if dec_params is not None:
@@ -853,7 +872,7 @@ def batch_loss_and_grads(
             dec_params, dtape, resid * resid.dtype.type(2.0 * scale), need_dx=autoencoder_loss
         )
         if autoencoder_loss:
-            dY = dY + xp.concatenate([dYr * dYr.dtype.type(inv), xp.zeros_like(Yn)])
+            dY = dY + xp.concatenate([dYr * dYr.dtype.type(inv), xp.zeros_like(Y[2 * B :])])
     if correlation_weight > 0:
         m = min(B, _CORR_ROWS)
         loss_corr, dYc = correlation_loss(X_head[:m], Yh[:m], correlation_weight, xp)
@@ -902,6 +921,18 @@ def _offsets(rng: np.random.Generator, n_rounds: int, pool: int) -> np.ndarray:
     if n_rounds == 0:
         return np.zeros(0, dtype=np.int64)
     return rng.integers(1, max(2, pool), size=n_rounds) if pool > 1 else np.zeros(n_rounds, int)
+
+
+def negative_rounds(negative_sample_rate: float, gamma: float) -> tuple[int, float]:
+    """Negatives per head and the weight of each: ``(rounds, gamma * rate / rounds)``.
+
+    ``rounds`` is ``max(NEGATIVE_ROUNDS, ceil(rate))`` (0 when the rate is 0), so the expected
+    repulsion per positive pair is ``gamma * negative_sample_rate``, a fractional rate included.
+    """
+    if negative_sample_rate <= 0:
+        return 0, float(gamma)
+    rounds = max(NEGATIVE_ROUNDS, math.ceil(negative_sample_rate))
+    return rounds, float(gamma) * float(negative_sample_rate) / rounds
 
 
 def _adam_step(params, grads, m1, m2, lr: float, step: int, xp) -> None:
@@ -989,9 +1020,11 @@ def fit_parametric(
     n_components
         Output dimensions.
     negative_sample_rate
-        Negatives per positive, rounded to an int (at least 1 if > 0).
+        Expected negatives per positive pair: each head gets ``max(NEGATIVE_ROUNDS,
+        ceil(rate))`` negatives from the batch's tails, weighted so that their sum is the
+        repulsion of ``rate`` negatives (:func:`negative_rounds`; 0: none).
     gamma
-        Weight of the repulsion.
+        Weight of the repulsion (per expected negative).
     seed
         Seed of the weight initialisation, the validation split and the batch draws.
     n_jobs
@@ -1051,7 +1084,7 @@ def fit_parametric(
     all_params = params + ([] if dparams is None else dparams)
     m1 = [xp.zeros_like(p) for p in all_params]
     m2 = [xp.zeros_like(p) for p in all_params]
-    n_rounds = 0 if negative_sample_rate <= 0 else max(1, round(negative_sample_rate))
+    n_rounds, gamma_neg = negative_rounds(negative_sample_rate, gamma)
     wanted = s.batch_size or min(DEFAULT_BATCH_SIZE, max(32, train_cells.size // 8))
     batch = int(min(wanted, max(2, th.size)))
     steps = max(1, -(-train_cells.size // batch))
@@ -1059,7 +1092,7 @@ def fit_parametric(
     total_steps = n_epochs * steps
     rng = np.random.default_rng([seed, 2])
     kw = {
-        "a": a, "b": b, "gamma": gamma, "activation": s.activation,
+        "a": a, "b": b, "gamma": gamma_neg, "activation": s.activation,
         "reconstruction_weight": s.parametric_reconstruction_loss_weight,
         "autoencoder_loss": s.autoencoder_loss,
         "correlation_weight": s.global_correlation_loss_weight,
@@ -1116,10 +1149,9 @@ def fit_parametric(
                 for _ in range(steps):
                     h, t = _draw_edges(rng, th, tt, tcdf, batch)
                     offsets = _offsets(rng, n_rounds, batch)
-                    neg = train_cells[rng.integers(0, train_cells.size, size=batch)]
-                    Xb = Xs[xp.asarray(np.concatenate([h, t, neg]))]
+                    Xb = Xs[xp.asarray(np.concatenate([h, t]))]
                     losses, grads, dgrads, Yb = batch_loss_and_grads(
-                        params, dparams, Xb[:batch], Xb[batch : 2 * batch], Xb[2 * batch :],
+                        params, dparams, Xb[:batch], Xb[batch:], None,
                         offsets, decoder_input=norm, passes=passes, xp=xp, **kw,
                     )  # fmt: skip
                     if norm is not None:
@@ -1188,7 +1220,7 @@ def fit_parametric(
 
 
 def _validation_set(is_val, heads, tails, weights, batch, n_rounds, Xs, rng, xp):
-    """Fixed validation edges (each leaving a held-out cell), negatives and held-out cells."""
+    """Fixed validation edges (each leaving a held-out cell), negative offsets, held-out cells."""
     if not is_val.any():
         return None
     cross = is_val[heads] | is_val[tails]
@@ -1203,12 +1235,10 @@ def _validation_set(is_val, heads, tails, weights, batch, n_rounds, Xs, rng, xp)
     pick = np.minimum(np.searchsorted(cdf, rng.random(size) * cdf[-1], side="right"), vh.size - 1)
     h, t = vh[pick], vt[pick]
     val_cells = np.flatnonzero(is_val)
-    neg = rng.integers(0, is_val.size, size=size)
     cells = val_cells[:_VAL_ROWS] if val_cells.size > _VAL_ROWS else val_cells
     return {
         "X_head": Xs[xp.asarray(h)],
         "X_tail": Xs[xp.asarray(t)],
-        "X_neg": Xs[xp.asarray(neg)],
         "offsets": _offsets(rng, n_rounds, size),
         "cells": xp.asarray(cells),
         "X_cells": Xs[xp.asarray(cells)],
@@ -1219,10 +1249,10 @@ def _validation_losses(params, dparams, norm, val, passes, xp, kw) -> dict[str, 
     """The validation losses (same definitions as the training ones) of the current weights."""
     act = kw["activation"]
     B = val["X_head"].shape[0]
-    X = xp.concatenate([val["X_head"], val["X_tail"], val["X_neg"]])
+    X = xp.concatenate([val["X_head"], val["X_tail"]])
     Y, _ = passes.forward(params, X, act)
-    loss, *_ = umap_batch_loss(Y[:B], Y[B : 2 * B], Y[2 * B :], val["offsets"], a=kw["a"],
-                               b=kw["b"], gamma=kw["gamma"], xp=xp)  # fmt: skip
+    loss, *_ = umap_batch_loss(Y[:B], Y[B:], Y[B:], val["offsets"], a=kw["a"], b=kw["b"],
+                               gamma=kw["gamma"], xp=xp)  # fmt: skip
     out = {"umap_loss": float(loss)}
     if dparams is not None:
         Yc, _ = passes.forward(params, val["X_cells"], act)
