@@ -241,7 +241,7 @@ def copy_lists(bounds, indptr, indices):  # pragma: no cover - numba
     return ptr, idx, stale
 
 
-# ---------------------------------------------------------------- one row: gather, then apply
+# ---------------------------------------------------------------- one row, or two interleaved
 
 
 @njit(inline="always")
