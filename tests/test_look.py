@@ -4,9 +4,12 @@ kNN preservation and trustworthiness cannot see clusters drawn as tight dots far
 coordinate range and the within/between-label distance ratio can. The first parallel kernel
 (vertex-owned, 4 passes) gave CBMC a range of 59-69 and a ratio of 0.05-0.08, far outside.
 
-scanpy's figures below were measured by ``benchmarks/look.py --datasets cbmc`` (scanpy 1.11.5,
-umap-learn 0.5.12, seeds 0-4, on the same graph this test builds); recorded here so that the
-test does not run scanpy.
+scanpy's figures below were measured with ``scanpy.tl.umap(adata, random_state=seed)``,
+seeds 0-9, on the graph this test builds (scanpy 1.11.5, umap-learn 0.5.12); recorded here so
+that the test does not run scanpy. Ten seeds, not five: the within/between ratio of single seeds
+spreads widely (scanpy 0.093-0.143, annumap 0.111-0.225; annumap has more loose layouts, 3 of
+10 above 0.16 against none), and a five-seed median moved across the bound between two numba
+builds of the same kernel.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from annumap._core.pca import pca
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "cbmc_citeseq_8617x500.h5ad"
 
-#: scanpy.tl.umap on this graph, seeds 0-4: (min, max) over the seeds.
-SCANPY_RANGE = (26.6, 32.0)
-SCANPY_WITHIN_BETWEEN = (0.116, 0.143)
+#: scanpy.tl.umap on this graph, seeds 0-9: (min, max) over the seeds.
+SCANPY_RANGE = (26.3, 34.3)
+SCANPY_WITHIN_BETWEEN = (0.093, 0.143)
+SEEDS = 10
 WIDEN = 1.15
 
 
@@ -48,7 +52,7 @@ def cbmc():
 def test_cbmc_global_shape_inside_scanpys_seed_range(cbmc):
     keep = cbmc.obs["label"].values != "Unknown"
     stats = []
-    for seed in range(5):
+    for seed in range(SEEDS):
         b = annumap.tl.umap(cbmc, random_state=seed, copy=True)
         stats.append(global_shape(b.obsm["X_umap"][keep], cbmc.obs["label"].values[keep]))
     for name, (lo, hi) in (("range", SCANPY_RANGE), ("within_between", SCANPY_WITHIN_BETWEEN)):
