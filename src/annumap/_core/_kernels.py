@@ -265,6 +265,19 @@ def _due(p, end, next_sample, epoch):  # pragma: no cover - numba
 
 
 @njit(inline="always")
+def _attraction(d2, a, table, att):  # pragma: no cover - numba
+    """The attraction coefficient ``-2ab d^(2(b-1)) / (1 + a d^(2b))`` at ``d2 > 0``."""
+    pb = _pow(d2, table)
+    return att * pb / (d2 * (a * pb + np.float32(1.0)))
+
+
+@njit(inline="always")
+def _repulsion(d2, a, table, rep):  # pragma: no cover - numba
+    """The repulsion coefficient ``2 gamma b / ((0.001 + d^2)(1 + a d^(2b)))`` at ``d2 > 0``."""
+    return rep / ((np.float32(0.001) + d2) * (a * _pow(d2, table) + np.float32(1.0)))
+
+
+@njit(inline="always")
 def _attract_2d(y0, y1, j, R, W, a, table, att, lr):  # pragma: no cover - numba
     """The positive sample of edge (i, j) from i at ``(y0, y1)``: both ends move."""
     ex = R[j, 0]
@@ -273,8 +286,7 @@ def _attract_2d(y0, y1, j, R, W, a, table, att, lr):  # pragma: no cover - numba
     dy = y1 - ey
     d2 = dx * dx + dy * dy
     if d2 > np.float32(0.0):
-        pb = _pow(d2, table)
-        c = att * pb / (d2 * (a * pb + np.float32(1.0)))
+        c = _attraction(d2, a, table, att)
         gx = _clip(c * dx) * lr
         gy = _clip(c * dy) * lr
         y0 += gx
@@ -291,7 +303,7 @@ def _repel_2d(y0, y1, k, R, a, table, rep, lr):  # pragma: no cover - numba
     dy = y1 - R[k, 1]
     d2 = dx * dx + dy * dy
     if d2 > np.float32(0.0):
-        c = rep / ((np.float32(0.001) + d2) * (a * _pow(d2, table) + np.float32(1.0)))
+        c = _repulsion(d2, a, table, rep)
         y0 += _clip(c * dx) * lr
         y1 += _clip(c * dy) * lr
     return y0, y1
@@ -378,8 +390,7 @@ def _row(
             diff = W[i, d] - R[j, d]
             d2 += diff * diff
         if d2 > np.float32(0.0):
-            pb = _pow(d2, table)
-            c = att * pb / (d2 * (a * pb + np.float32(1.0)))
+            c = _attraction(d2, a, table, att)
             for d in range(dim):
                 g = _clip(c * (W[i, d] - R[j, d])) * lr
                 W[i, d] += g
@@ -394,7 +405,7 @@ def _row(
                 diff = W[i, d] - R[x, d]
                 d2 += diff * diff
             if d2 > np.float32(0.0):
-                c = rep / ((np.float32(0.001) + d2) * (a * _pow(d2, table) + np.float32(1.0)))
+                c = _repulsion(d2, a, table, rep)
                 for d in range(dim):
                     W[i, d] += _clip(c * (W[i, d] - R[x, d])) * lr
 
