@@ -194,8 +194,12 @@ def copy_lists(bounds, indptr, indices):  # pragma: no cover - numba
     n_classes = bounds.size - 1
     ptr = np.zeros(n_classes + 1, dtype=np.int64)
     stale = np.zeros(indices.size, dtype=np.bool_)
+    # a class owns disjoint sets {i} + N(i), so all classes together own n + nnz entries: the
+    # lists, a part of those, fit in that
+    out = np.empty(n + indices.size, dtype=np.int64)
     mark = np.full(n, -1, dtype=np.int64)
-    for c in range(n_classes):  # mark[x] == c: class c - 1 owns x
+    fill = 0
+    for c in range(n_classes):  # mark[x] == c: class c - 1 owns x, class c does not
         prev = (c - 1) % n_classes
         for i in range(bounds[prev], bounds[prev + 1]):
             mark[i] = c
@@ -208,36 +212,17 @@ def copy_lists(bounds, indptr, indices):  # pragma: no cover - numba
                 if mark[j] == c:
                     stale[e] = True  # owned by class c too: the row copies it
                     mark[j] = -1
-        count = 0
         for i in range(bounds[prev], bounds[prev + 1]):
             if mark[i] == c:
-                count += 1
-            for e in range(indptr[i], indptr[i + 1]):
-                if mark[indices[e]] == c:
-                    count += 1
-        ptr[c + 1] = ptr[c] + count
-    idx = np.empty(ptr[n_classes], dtype=np.int64)
-    mark[:] = -1
-    for c in range(n_classes):
-        prev = (c - 1) % n_classes
-        for i in range(bounds[prev], bounds[prev + 1]):
-            mark[i] = c
-            for e in range(indptr[i], indptr[i + 1]):
-                mark[indices[e]] = c
-        for i in range(bounds[c], bounds[c + 1]):
-            mark[i] = -1
-            for e in range(indptr[i], indptr[i + 1]):
-                mark[indices[e]] = -1
-        fill = ptr[c]
-        for i in range(bounds[prev], bounds[prev + 1]):
-            if mark[i] == c:
-                idx[fill] = i
+                out[fill] = i
                 fill += 1
             for e in range(indptr[i], indptr[i + 1]):
                 if mark[indices[e]] == c:
-                    idx[fill] = indices[e]
+                    out[fill] = indices[e]
                     fill += 1
-        idx[ptr[c] : ptr[c + 1]].sort()
+        ptr[c + 1] = fill
+        out[ptr[c] : fill].sort()
+    idx = out[:fill].copy()
     return ptr, idx, stale
 
 
