@@ -158,12 +158,12 @@ def test_pair_gradients_are_umaps_coefficients():
     # without the eps regulariser the per-pair gradients are UMAP's attraction and repulsion
     diff = np.array([[0.3, -0.4], [1.5, 2.0], [-3.0, 0.1]])
     d2 = (diff**2).sum(1)
-    _, g_pos = P._pair_terms(diff, A, B, positive=True, gamma=1.0, xp=np)
+    _, g_pos = P._pair_terms(diff.T, A, B, positive=True, gamma=1.0, xp=np)
     attract = 2 * A * B * d2 ** (B - 1) / (1 + A * d2**B)
-    np.testing.assert_allclose(g_pos, attract[:, None] * diff, rtol=1e-12)
-    _, g_neg = P._pair_terms(diff, A, B, positive=False, gamma=2.0, xp=np)
+    np.testing.assert_allclose(g_pos.T, attract[:, None] * diff, rtol=1e-12)
+    _, g_neg = P._pair_terms(diff.T, A, B, positive=False, gamma=2.0, xp=np)
     repel = 2 * 2.0 * B / (d2 * (1 + A * d2**B))
-    np.testing.assert_allclose(g_neg, -repel[:, None] * diff, rtol=2e-3)
+    np.testing.assert_allclose(g_neg.T, -repel[:, None] * diff, rtol=2e-3)
 
 
 def test_chunked_passes_equal_one_pass():
@@ -645,3 +645,32 @@ def test_inverse_transform_maps_pca_reconstructions_to_gene_space():
     assert out2.X is None and out2.uns["umap_inverse_transform"]["params"]["gene_space"] is False
     assert "does not reproduce" in out2.uns["umap_inverse_transform"]["params"]["gene_space_from"]
     np.testing.assert_allclose(out2.obsm["X_pca"], rec[:5], atol=1e-5)  # BLAS batch rounding
+
+
+def test_batch_loss_equals_one_round_at_a_time():
+    # reference: each round's negatives are the pool rolled by the round's offset
+    rng = np.random.default_rng(11)
+    Yh, Yt, Yn = (rng.normal(size=(37, 3)) for _ in range(3))
+    offsets = rng.integers(1, 37, size=9)
+    kw = {"a": A, "b": B, "gamma": 0.3}
+
+    def terms(diff, positive):
+        loss, g = P._pair_terms(diff.T, positive=positive, xp=np, **kw)
+        return loss, g.T
+
+    total, g_pos = terms(Yh - Yt, True)
+    total = total.sum()
+    gh, gn = g_pos.copy(), np.zeros_like(Yn)
+    for off in offsets:
+        loss, g = terms(Yh - np.roll(Yn, -off, axis=0), False)
+        total += loss.sum()
+        gh += g
+        gn -= np.roll(g, off, axis=0)
+    for block in (P._PAIR_BLOCK, 37 * 2, 1):  # all rounds at once, two at a time, one
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(P, "_PAIR_BLOCK", block)
+            got = P.umap_batch_loss(Yh, Yt, Yn, offsets, xp=np, **kw)
+        np.testing.assert_allclose(float(got[0]), total / 37, rtol=1e-12)
+        np.testing.assert_allclose(got[1], gh / 37, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(got[2], -g_pos / 37, rtol=1e-12)
+        np.testing.assert_allclose(got[3], gn / 37, rtol=1e-10, atol=1e-14)
