@@ -117,7 +117,7 @@ def test_tails_as_negatives_is_the_same_loss_as_a_copy_of_them():
 
 def test_negative_rounds_keep_the_expected_repulsion():
     assert P.negative_rounds(5.0, 1.0) == (P.NEGATIVE_ROUNDS, 5.0 / P.NEGATIVE_ROUNDS)
-    assert P.negative_rounds(50, 2.0) == (50, 2.0)
+    assert P.negative_rounds(P.NEGATIVE_ROUNDS + 10, 2.0) == (P.NEGATIVE_ROUNDS + 10, 2.0)
     assert P.negative_rounds(P.NEGATIVE_ROUNDS - 0.5, 1.0) == (
         P.NEGATIVE_ROUNDS,
         1.0 - 0.5 / P.NEGATIVE_ROUNDS,

@@ -17,7 +17,7 @@ weight (either end first), is
 
 - the UMAP fuzzy cross-entropy: ``log(1 + a d2^b)`` per positive pair, ``d2`` the squared
   embedding distance; ``-w log(1 - q(d2) + 1e-4)`` per negative pair, ``q = 1 / (1 + a
-  d2^b)``; each head is paired with ``R = max(40, ceil(negative_sample_rate))`` negatives
+  d2^b)``; each head is paired with ``R = max(80, ceil(negative_sample_rate))`` negatives
   (:data:`NEGATIVE_ROUNDS`) of weight ``w = gamma * negative_sample_rate / R`` (so the expected
   repulsion is that of ``negative_sample_rate`` negatives of weight ``gamma``, estimated from
   more of them), taken from the batch's tails, as ParametricUMAP takes its negatives from the
@@ -118,13 +118,16 @@ _READABLE_VERSIONS = (1, 2)
 #: round costs elementwise work on ``B`` pairs, no rows to embed). MNIST 70k, 60 epochs,
 #: trustworthiness (15-NN, 5,000-point sample) with negatives from the batch's tails: 0.923 with
 #: 5 of weight 1, 0.938 with 20 of weight 1/4, 0.941 with 40 of weight 1/8 (0.928 with 5 drawn
-#: uniformly, a third block of ``B`` rows to embed: 1.5x the cost of a step).
-NEGATIVE_ROUNDS = 40
+#: uniformly, a third block of ``B`` rows to embed: 1.5x the cost of a step). Seeds 0, 1, 2
+#: once the rounds ran as one set of array operations: 40 rounds 0.938 / 0.930 / 0.937 (fit
+#: 20-23 s), 80 rounds 0.940 / 0.942 / 0.940 (20-23 s), 160 rounds 0.941 / 0.944 / 0.937
+#: (26-29 s); the non-parametric layout 0.947.
+NEGATIVE_ROUNDS = 80
 #: Default ``n_training_epochs`` (an epoch draws about one positive edge per training cell, so
 #: its cost grows with ``n_obs`` as a layout epoch's does): on CBMC it takes about as long as
 #: the 500-epoch layout, and MNIST 70k gains trustworthiness up to it and beyond (with 5
 #: uniform negatives of weight 1: 0.928 at 60 epochs, 0.932 at 100; with
-#: :data:`NEGATIVE_ROUNDS` 0.941 at 60) where the layout runs 200 epochs.
+#: :data:`NEGATIVE_ROUNDS` 0.940 at 60) where the layout runs 200 epochs.
 DEFAULT_TRAINING_EPOCHS = 60
 #: ``tl.umap``'s ``maxiter`` times this is ``n_training_epochs`` when ``maxiter`` is given.
 EPOCH_SCALE = 0.12
@@ -759,31 +762,47 @@ def _pair_terms(diff: Any, a: float, b: float, *, positive: bool, gamma: float, 
     """Loss per pair and ``dL/dy_i`` for ``diff = y_i - y_j`` (``y_j`` gets the opposite).
 
     ``diff`` has the coordinates on its first axis, ``(dim, ...)``; the loss has the other axes.
+    The arithmetic runs in place on a few arrays (a fresh array per operation cost more than
+    the operations on a batch's 80 x 1,024 negative pairs).
     """
+    dt = diff.dtype.type
     d2 = diff[0] * diff[0]
     for k in range(1, diff.shape[0]):
-        d2 = d2 + diff[k] * diff[k]
-    safe = xp.maximum(d2, d2.dtype.type(1e-30))
-    pb = safe**b
-    apb = a * pb
+        d2 += diff[k] * diff[k]
+    safe = xp.maximum(d2, dt(1e-30), out=d2)
+    apb = safe**b
+    apb *= dt(a)
     if positive:
         loss = xp.log1p(apb)
-        coef = (2.0 * b) * apb / (safe * (1.0 + apb))
+        den = apb + dt(1.0)
+        den *= safe
+        coef = xp.divide(apb, den, out=den)
+        coef *= dt(2.0 * b)
     else:
-        q = 1.0 / (1.0 + apb)
-        away = 1.0 - q + _EPS_Q
-        loss = -gamma * xp.log(away)
-        coef = (-2.0 * gamma * b) * apb * (q * q) / (safe * away)
+        q = apb + dt(1.0)
+        q = xp.divide(dt(1.0), q, out=q)
+        away = dt(1.0 + _EPS_Q) - q  # 1 - q + 1e-4
+        loss = xp.log(away)
+        loss *= dt(-gamma)
+        coef = apb
+        coef *= q
+        coef *= q
+        away *= safe
+        coef /= away
+        coef *= dt(-2.0 * gamma * b)
     # at d = 0 (diff = 0) the coefficient is finite (d^2 is floored at 1e-30), so the gradient
     # is exactly 0 there without a mask
-    return loss, coef.astype(diff.dtype, copy=False)[None] * diff
+    return loss, coef[None] * diff
 
 
-#: Negative pairs evaluated in one set of array operations (rounds are grouped up to this).
-#: Measured on a batch of 1,024 with 40 rounds (NumPy, one thread): one set of operations per
-#: round 4.7 ms; all rounds at once as ``(B, rounds, dim)`` 4.8 ms (fancy indexing and sums
-#: over the short last axes); as ``(dim, rounds, B)`` with ``take`` (here) 0.4 ms.
-_PAIR_BLOCK = 1 << 16
+#: Negative pairs evaluated in one set of array operations at most (the rounds are split into
+#: sets of equal size). Measured on a batch of 1,024 (NumPy, one thread): with 40 rounds, one
+#: set of operations per round 4.7 ms, all rounds as ``(B, rounds, dim)`` 4.8 ms (fancy
+#: indexing and sums over the short last axes), as ``(dim, rounds, B)`` with ``take`` (as here)
+#: 0.4 ms; with 80 rounds, sets of 80 / 40 / 27 / 16 rounds 3.3-3.7 / 2.0-2.6 / 1.4 / 1.2-1.3 ms
+#: (a set's arrays must stay in the core's cache). The heads split in two on the training's two
+#: threads were no faster (15 epochs of MNIST 70k: 6.5-6.7 s against 5.8-6.4 s).
+_PAIR_BLOCK = 1 << 14
 
 
 def umap_batch_loss(
@@ -794,7 +813,7 @@ def umap_batch_loss(
     Row ``i`` of ``Yh``/``Yt`` is a positive pair; head ``i`` is also paired with negative
     ``(i + offsets[r]) % B`` for every ``r`` (``Yn`` has ``B`` rows; it may be ``Yt`` itself,
     then add the tail and negative gradients), each negative pair weighted ``gamma``. The
-    rounds are evaluated together (``rounds x B`` pairs at a time, up to :data:`_PAIR_BLOCK`),
+    rounds are evaluated in sets (``rounds x B`` pairs at a time, up to :data:`_PAIR_BLOCK`),
     and a negative's gradient is gathered from the heads that drew it (no scatter, so the sum
     is the same on every backend).
     """
@@ -807,7 +826,8 @@ def umap_batch_loss(
     total = loss_pos.sum()
     offsets = np.asarray(offsets, dtype=np.int64).reshape(-1) % B
     heads = np.arange(B, dtype=np.int64)[None, :]
-    group = max(1, _PAIR_BLOCK // max(B, 1))
+    sets = max(1, -(-(offsets.size * B) // _PAIR_BLOCK))
+    group = max(1, -(-offsets.size // sets))  # rounds per set, the sets of equal size
     for s in range(0, offsets.size, group):
         off = offsets[s : s + group][:, None]
         drawn = heads + off  # [r, i]: the negative of head i in round r, mod B (no % of int64
