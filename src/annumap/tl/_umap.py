@@ -341,8 +341,8 @@ def umap(
         ``'parametric'``: trains an MLP encoder (umap-learn's ParametricUMAP; NumPy, Adam,
         deterministic for a ``random_state`` whatever ``n_jobs``) on the representation the
         neighbours used, with the UMAP loss on batches of graph edges; each edge's head is
-        repelled from 40 of the batch's tails (ParametricUMAP takes its negatives from the
-        batch too), each weighted ``gamma * negative_sample_rate / 40``;
+        repelled from 80 of the batch's tails (ParametricUMAP takes its negatives from the
+        batch too), each weighted ``gamma * negative_sample_rate / 80``;
         ``parametric_kwds`` sets the network and the training; no initialisation is
         computed (``init_pos`` is ignored and recorded as ``'none'``).
         ``.obsm`` gets the encoder's output; ``.uns[key]`` holds the model as plain arrays
