@@ -30,7 +30,10 @@ for annumap's kernels; umap-learn/pynndescent compile part of their code in ever
 (the graph excluded; 2 threads). Quality: 15-NN label accuracy of the query against the
 reference embedding and the reference's 5-fold cross-validated 15-NN accuracy (``Unknown``
 cells left out), as in ``tests/test_transform.py``; trustworthiness (k=15, 5,000-cell sample)
-and 15-NN preservation of the reference embedding (``_common.quality``).
+and 15-NN preservation of the reference embedding (``_common.quality``), and its global shape
+as in ``benchmarks/look.py`` (``annumap._core.metrics.global_shape`` on the labelled cells:
+coordinate range, median within/between-label distance, Spearman correlation of the label
+centroids' distances, silhouette).
 
 MNIST 70k (``--skip-mnist`` leaves it out): the cached exact 15-NN graph of PCA 50
 (``_common.graph_path``), ``tl.umap`` with ``method='umap'`` and ``method='parametric'``
@@ -70,7 +73,10 @@ def quality_of(Yr):
     a, b = find_ab(1.0, 0.5)
     idx, dist = exact_knn(Xr, 15)
     q = quality(Xr, Yr, fuzzy_simplicial_set(idx, dist), a, b)
-    return {{"trust": q["trust"], "knn_pres": q["knn_pres"]}}
+    from annumap._core.metrics import global_shape
+    kr = yr != "Unknown"
+    shape = global_shape(Yr[kr], yr[kr], Xr[kr])  # the layout issue's look statistics
+    return {{"trust": q["trust"], "knn_pres": q["knn_pres"], **shape}}
 
 def score(Yr, Yq):
     from sklearn.model_selection import cross_val_score
@@ -224,6 +230,22 @@ def table(median: dict, n_ref: int, n_query: int) -> str:
     return "\n".join(lines)
 
 
+LOOK = ("range", "within_between", "centroid_spearman", "silhouette")
+
+
+def look_table(median: dict) -> str:
+    """The reference embeddings' global shape (``annumap._core.metrics.global_shape``)."""
+    lines = [
+        "CBMC reference embedding, global shape (labels without `Unknown`)\n",
+        "| side | coordinate range | within/between | centroid Spearman | silhouette |",
+        "|---|---|---|---|---|",
+    ]
+    for side, m in median.items():
+        cells = [f"{m[k]:.3f}" if k in m else "-" for k in LOOK]
+        lines.append(f"| {side} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def mnist_table(median: dict) -> str:
     lines = [
         "MNIST 70k (PCA 50, exact 15-NN graph)\n",
@@ -269,7 +291,8 @@ def main() -> None:
             runs[side].append(run_fresh(code))
             print(runs[side][-1], file=sys.stderr, flush=True)
     median = {
-        side: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for side, rs in runs.items()
+        side: {k: statistics.median(r[k] for r in rs if k in r) for k in rs[-1]}
+        for side, rs in runs.items()
     }
     result = {"machine": machine(), "n_ref": n_ref, "n_query": n_query, "runs": runs,
               "median": median}  # fmt: skip
@@ -280,6 +303,8 @@ def main() -> None:
     save("transform", result)
     print(f"Machine: {machine()}\n")
     print(table(median, n_ref, n_query))
+    print()
+    print(look_table(median))
     if "mnist70k" in result:
         print()
         print(mnist_table(result["mnist70k"]["median"]))
