@@ -52,6 +52,22 @@ def pbmc(_pbmc):
     return _pbmc.copy()
 
 
+@pytest.fixture
+def paga_adata(pbmc):
+    """``pbmc`` with annumap's neighbours, scanpy's PAGA of ``bulk_labels`` and its positions."""
+    import warnings
+
+    import annumap
+
+    sc = pytest.importorskip("scanpy")
+    annumap.pp.neighbors(pbmc)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.tl.paga(pbmc, groups="bulk_labels")
+        sc.pl.paga(pbmc, show=False)
+    return pbmc
+
+
 def snapshot(adata):
     """A deep copy of every AnnData field, for 'unchanged after failure' assertions."""
     return adata.copy()

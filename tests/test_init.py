@@ -174,19 +174,6 @@ class _LegacyDraws:
         return self._state.random_sample(size)
 
 
-@pytest.fixture
-def paga_adata(pbmc):
-    sc = pytest.importorskip("scanpy")
-    import annumap
-
-    annumap.pp.neighbors(pbmc)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sc.tl.paga(pbmc, groups="bulk_labels")
-        sc.pl.paga(pbmc, show=False)
-    return pbmc
-
-
 def _scanpy_paga(adata, seed):
     from scanpy.tools._utils import get_init_pos_from_paga
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 from scipy import sparse
@@ -88,13 +86,8 @@ def test_inits(graph_adata, init):
     assert graph_adata.uns["umap"]["params"]["init_pos"] == init
 
 
-def test_paga_init(pbmc):
-    sc = pytest.importorskip("scanpy")
-    annumap.pp.neighbors(pbmc)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sc.tl.paga(pbmc, groups="bulk_labels")
-        sc.pl.paga(pbmc, show=False)
+def test_paga_init(paga_adata):
+    pbmc = paga_adata
     uns_before = dict(pbmc.uns["paga"])
     state = np.random.get_state()[1].copy()
     annumap.tl.umap(pbmc, init_pos="paga", maxiter=100)
