@@ -190,3 +190,50 @@ def test_pp_neighbors_auto_path_is_thread_independent(monkeypatch, data):
     assert (b.obsp["distances"] != graphs[0].obsp["distances"]).nnz == 0
     _, _, backend = query_knn(data[:5000], data[5000:], 15)
     assert backend == "nndescent"
+
+
+def _estimate(X, settings=None):
+    """The search's recall estimate and refinement, and the true recall of its heaps."""
+    from annumap._core.knn._nndescent import _descent, _search_matrix, nndescent_settings
+
+    conf = {**nndescent_settings(X.shape[0], 15), **(settings or {})}
+    S = _search_matrix(X, "euclidean")
+    heap_idx, _, stats = _descent(S, 14, X.shape[0] - 1, n_targets=X.shape[0],
+                                          random_state=0, settings=conf)  # fmt: skip
+    _, true_i = _brute(X, 15)
+    found = np.mean([np.intersect1d(h, t).size / 14 for h, t in zip(heap_idx, true_i[:, 1:],
+                                                                    strict=True)])  # fmt: skip
+    return stats, found
+
+
+def test_the_recall_check_refines_only_where_the_light_search_falls_short():
+    """Easy data (low intrinsic dimension) stop after the light search; 50-D isotropic
+    clusters fall below the target and are refined. The estimate (256 rows) is the true
+    recall of the heaps within a few points either way."""
+    rng = np.random.default_rng(0)
+    easy = (rng.normal(size=(8000, 4)) @ rng.normal(size=(4, 30))).astype(np.float32)
+    stats, found = _estimate(easy)
+    assert not stats["refined"] and len(stats["recall"]) == 1
+    assert stats["recall"][0] >= 0.97 and abs(stats["recall"][0] - found) < 0.03
+    hard, _ = blobs(8000, 50, centers=2, seed=0, spread=4.0)
+    stats, found = _estimate(hard)
+    assert stats["refined"] and stats["recall"][0] < 0.97
+    assert stats["recall"][1] > stats["recall"][0] + 0.03
+    assert abs(stats["recall"][1] - found) < 0.03
+
+
+def test_forced_refinement_improves_and_a_zero_target_skips_it(data):
+    none, found_none = _estimate(data, {"target_recall": 0.0})
+    always, found_always = _estimate(data, {"target_recall": 1.01})
+    assert not none["refined"] and always["refined"]
+    assert none["recall"][0] == always["recall"][0]  # the same first search
+    assert found_always > found_none
+
+
+@pytest.mark.parametrize("target", [0.0, 1.01])
+def test_both_stages_are_bit_identical_for_one_and_two_threads(data, target):
+    conf = {"target_recall": target}
+    a = nndescent_knn(data, 15, random_state=3, n_jobs=1, settings=conf)
+    b = nndescent_knn(data, 15, random_state=3, n_jobs=2, settings=conf)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])

@@ -22,7 +22,13 @@ the scheduling:
    locks, no order dependence; each pair is measured once, as in the usual formulation.
 3. Stop after ``n_iters`` iterations or when fewer than ``delta * n * k`` heap entries changed
    (an integer count: deterministic).
-4. The final neighbours are re-measured in float64 (:func:`_final_distances`) and sorted, the
+4. **Check, and refine where needed** (:func:`nndescent_settings`): the first search runs with a
+   light sizing; the exact neighbours of a few hundred random rows (:func:`_exact_rows`, a
+   brute-force scan of those rows) estimate its recall, and below the target the heaps grow to
+   the heavy sizing and the iterations go on from what was found. Data of low intrinsic
+   dimension (PCA of cells, MNIST) stop after the light search; isotropic high-dimensional
+   clusters get the heavy one.
+5. The final neighbours are re-measured in float64 (:func:`_final_distances`) and sorted, the
    point itself first.
 
 Distances during the search are float32 squared euclidean on the input; cosine and correlation
@@ -31,12 +37,17 @@ run as euclidean on unit (centred) rows, which ranks identically.
 
 from __future__ import annotations
 
+import logging
+import time
+
 import numpy as np
 from numba import get_num_threads, prange
 from scipy import sparse
 
 from .._numba import njit, threads
 from .._rng import GOLDEN, MIX1, MIX2, epoch_key
+
+logger = logging.getLogger("annumap")
 
 __all__ = ["NNDESCENT_METRICS", "nndescent_knn", "nndescent_query_knn", "nndescent_settings"]
 
@@ -55,33 +66,45 @@ _METRIC_CODE = {"euclidean": 0, "l2": 0, "sqeuclidean": 1, "cosine": 2, "correla
 #: Streams of the counter-based generator (kept apart from the layout's and transform's).
 _TREE_STREAM = 0x4E4E_0001
 _ITER_STREAM = 0x4E4E_0002
+_REFINE_STREAM = 0x4E4E_0003
+_CHECK_STREAM = 0x4E4E_0004
 
 
 def nndescent_settings(n_obs: int, n_neighbors: int) -> dict[str, int | float]:
-    """Forest and iteration sizing of the NN-descent backend for ``n_obs`` points.
+    """Forest, iteration and refinement sizing of the NN-descent backend for ``n_obs`` points.
 
-    Returns ``n_trees``, ``leaf_size``, ``n_iters``, ``max_candidates``, ``delta`` and
-    ``extra`` (heap slots searched beyond ``n_neighbors - 1``).
+    Returns ``n_trees``, ``leaf_size``, ``n_iters``, ``delta``; ``max_candidates`` and
+    ``extra`` (heap slots searched beyond the neighbours asked for) of the first search;
+    ``check_rows``, ``target_recall``; ``refine_candidates`` and ``refine_extra`` of the
+    refinement.
 
-    The candidate count and the heap size carry the recall on data of high intrinsic dimension
-    (measured on the 50-D Gaussian mixture of ``benchmarks/scale.py``, ``n_neighbors=15``,
-    recall of the 14 exact neighbours): 15 candidates and 4 extra heap slots gave 0.74 at 200k
-    points and 0.50 at 1M (pynndescent at that sizing: 0.75 at 200k); 30 and 10 gave 0.92 at
-    200k but 0.77 at 1M. Recall falls with the points per cluster, so the sizing was chosen on
-    2 clusters of 50k points (the density of the 1M set): 30/10 0.75, 45/15 0.88, 40
-    candidates with a 40-slot heap 0.92, 60/20 0.93 (50% more memory for the candidate lists).
-    More trees help little (16 instead of 6: +0.04). pynndescent with umap-learn's sizing (27
-    to 55 trees, 60 candidates) reaches 0.92 at 200k and 0.82 at 1M.
+    The search runs in two stages. The first uses a light sizing (``4k/3`` candidates, 4 extra
+    slots), which finds 0.996 of the exact neighbours on MNIST 70k (PCA 50) in a third of the
+    heavy sizing's time. Then the exact neighbours of ``check_rows`` random rows (a brute-force
+    scan of those rows only) estimate the recall; below ``target_recall`` the heaps grow to the
+    heavy sizing and the iterations go on from what was found. The heavy sizing carries the
+    recall on data of high intrinsic dimension (measured on the 50-D Gaussian mixture of
+    ``benchmarks/scale.py``, ``n_neighbors=15``, recall of the 14 exact neighbours): 15
+    candidates and 4 extra slots gave 0.74 at 200k points and 0.50 at 1M; on 2 clusters of 50k
+    points (the density of the 1M set) 30/10 gave 0.75, 45/15 0.88, 40 candidates with a 40-slot
+    heap 0.92, 60/20 0.93. pynndescent with umap-learn's sizing (27 to 55 trees, 60 candidates)
+    reaches 0.92 at 200k and 0.82 at 1M. The decision is a function of the data and the seed
+    (the check rows and their exact neighbours are), so the result stays the same for any
+    thread count.
     """
     k = max(int(n_neighbors), 2)
-    m = min(60, max(16, 8 * k // 3))
+    heavy = min(60, max(16, 8 * k // 3))
     return {
         "n_trees": 4 if n_obs < 200_000 else 6,
         "leaf_size": max(24, 2 * k),
         "n_iters": max(5, round(np.log2(max(n_obs, 2)))),
-        "max_candidates": m,
         "delta": 0.001,
-        "extra": max(4, m - (k - 1)),
+        "max_candidates": min(heavy, max(16, 4 * k // 3)),
+        "extra": 4,
+        "check_rows": 256,
+        "target_recall": 0.97,
+        "refine_candidates": heavy,
+        "refine_extra": max(4, heavy - (k - 1)),
     }
 
 
@@ -517,64 +540,133 @@ def _search_matrix(X: np.ndarray, metric: str) -> np.ndarray:
 def _descent(
     S: np.ndarray,
     K: int,
+    cap: int,
     *,
     n_targets: int,
     random_state: int,
     settings: dict,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Heaps (int32 indices, float32 squared distances) of the ``K`` nearest targets per row.
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Heaps (int32 indices, float32 squared distances) holding the ``K`` nearest targets per row.
 
-    The rows are first put in the leaf order of one random projection tree over the targets
-    (and the other rows after them), so that near points lie near in memory: the search runs
-    on the permuted copy and the heaps are mapped back.
+    The heaps have ``K + extra`` slots (``K + refine_extra`` after a refinement), at most
+    ``cap``. The rows are first put in the leaf order of one random projection tree over the
+    targets (and the other rows after them), so that near points lie near in memory: the search
+    runs on the permuted copy and the heaps are mapped back. Also returns what the search did
+    (``stats``: estimated recall of each stage, whether it refined).
     """
     n = S.shape[0]
     perm = np.empty(n, dtype=np.int32)
     starts = np.empty(n_targets + 1, dtype=np.int64)
     key = epoch_key(random_state, _TREE_STREAM - 1)
-    _rp_tree(S[:n_targets], key, max(int(settings["leaf_size"]), K + 1), perm[:n_targets], starts)
+    leaf = max(int(settings["leaf_size"]), min(K + int(settings["extra"]), cap) + 1)
+    _rp_tree(S[:n_targets], key, leaf, perm[:n_targets], starts)
     perm[n_targets:] = np.arange(n_targets, n, dtype=np.int32)
     del starts
-    heap_idx, heap_dist = _descent_ordered(
-        S[perm], K, n_targets=n_targets, random_state=random_state, settings=settings
+    heap_idx, heap_dist, stats = _descent_ordered(
+        S[perm], K, cap, n_targets=n_targets, random_state=random_state, settings=settings
     )
     out_idx = np.empty_like(heap_idx)
     out_dist = np.empty_like(heap_dist)
     out_idx[perm] = np.where(heap_idx >= 0, perm[heap_idx], -1)
     out_dist[perm] = heap_dist
-    return out_idx, out_dist
+    logger.info(
+        "nndescent: estimated recall %s on %d rows%s (%s s)",
+        ", then ".join(f"{r:.3f}" for r in stats["recall"]), int(settings["check_rows"]),
+        " (refined)" if stats["refined"] else "", " + ".join(f"{t:.1f}" for t in stats["seconds"]),
+    )  # fmt: skip
+    return out_idx, out_dist, stats
 
 
 def _descent_ordered(
     S: np.ndarray,
     K: int,
+    cap: int,
     *,
     n_targets: int,
     random_state: int,
     settings: dict,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_descent` on rows already in locality order."""
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """:func:`_descent` on rows already in locality order: forest, iterations, check, refine."""
+    t0 = time.perf_counter()
+    size = min(K + int(settings["extra"]), cap)
+    heaps = _forest_heaps(S, size, n_targets=n_targets, random_state=random_state,
+                          settings=settings)  # fmt: skip
+    _iterate(S, heaps, int(settings["max_candidates"]), n_targets=n_targets,
+             key=epoch_key(random_state, _ITER_STREAM), settings=settings)  # fmt: skip
+    check = _check_rows(S.shape[0], n_targets, int(settings["check_rows"]), random_state)
+    truth = _sample_truth(S, check, n_targets, min(K, cap))
+    stats = {"recall": [_sample_recall(heaps[0], check, truth)], "refined": False,
+             "seconds": [time.perf_counter() - t0]}  # fmt: skip
+    if stats["recall"][0] < float(settings["target_recall"]):
+        size = min(K + int(settings["refine_extra"]), cap)
+        heaps = _grow(heaps, size)
+        _forest_join(S, heaps, epoch_key(random_state, _REFINE_STREAM - 1), n_targets=n_targets,
+                     settings=settings)  # fmt: skip
+        _iterate(S, heaps, int(settings["refine_candidates"]), n_targets=n_targets,
+                 key=epoch_key(random_state, _REFINE_STREAM), settings=settings)  # fmt: skip
+        stats["recall"].append(_sample_recall(heaps[0], check, truth))
+        stats["refined"] = True
+        stats["seconds"].append(time.perf_counter() - t0 - stats["seconds"][0])
+    return heaps[0], heaps[1], stats
+
+
+def _forest_heaps(
+    S: np.ndarray, size: int, *, n_targets: int, random_state: int, settings: dict
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Heaps of ``size`` slots filled from the leaves of a random projection forest."""
     n = S.shape[0]
+    heaps = (
+        np.full((n, size), -1, dtype=np.int32),
+        np.full((n, size), np.inf, dtype=np.float32),
+        np.zeros((n, size), dtype=np.uint8),
+    )
+    _forest_join(S, heaps, epoch_key(random_state, _TREE_STREAM), n_targets=n_targets,
+                 settings=settings)  # fmt: skip
+    return heaps
+
+
+def _forest_join(
+    S: np.ndarray,
+    heaps: tuple[np.ndarray, np.ndarray, np.ndarray],
+    key: np.uint64,
+    *,
+    n_targets: int,
+    settings: dict,
+) -> None:
+    """Push the pairs of every leaf of ``n_trees`` trees keyed by ``key`` into ``heaps``."""
+    heap_idx, heap_dist, heap_flag = heaps
+    n, size = heap_idx.shape
     n_trees = int(settings["n_trees"])
-    leaf_size = max(int(settings["leaf_size"]), K + 1)
-    m = int(settings["max_candidates"])
-    heap_idx = np.full((n, K), -1, dtype=np.int32)
-    heap_dist = np.full((n, K), np.inf, dtype=np.float32)
-    heap_flag = np.zeros((n, K), dtype=np.uint8)
-    # trees in pairs bound the memory of their permutations
-    tree_key = epoch_key(random_state, _TREE_STREAM)
-    group = 2
+    leaf_size = max(int(settings["leaf_size"]), size + 1)
+    group = 2  # trees in pairs bound the memory of their permutations
     for first in range(0, n_trees, group):
         count = min(group, n_trees - first)
         order = np.empty((count, n), dtype=np.int32)
         starts = np.empty((count, n + 1), dtype=np.int64)
         n_leaves = np.empty(count, dtype=np.int64)
-        key = np.uint64(int(tree_key) ^ first)
-        _rp_forest(S, key, leaf_size, order, starts, n_leaves)
+        _rp_forest(S, np.uint64(int(key) ^ first), leaf_size, order, starts, n_leaves)
         for t in range(count):
             _leaf_join(S, order[t], starts[t], n_leaves[t], n_targets, heap_idx, heap_dist,
                        heap_flag)  # fmt: skip
         del order, starts
+
+
+def _iterate(
+    S: np.ndarray,
+    heaps: tuple[np.ndarray, np.ndarray, np.ndarray],
+    m: int,
+    *,
+    n_targets: int,
+    key: np.uint64,
+    settings: dict,
+) -> None:
+    """NN-descent iterations on ``heaps`` (updated in place) with ``m`` candidates per kind.
+
+    Iteration ``it`` samples with the key ``(key, it)``; stops after ``n_iters`` iterations or
+    when at most ``delta * n * slots`` heap entries changed.
+    """
+    heap_idx, heap_dist, heap_flag = heaps
+    n, K = heap_idx.shape
     # two phases per iteration, each holding only its own arrays (the reverse graph; then the
     # transposes and the batch matrices), so that the peak is the larger phase, not their sum
     new_c = np.empty((n, m), dtype=np.int32)
@@ -597,9 +689,9 @@ def _descent_ordered(
         rev_src = np.empty(n * K, dtype=np.int32)
         rev_flag = np.empty(n * K, dtype=np.uint8)
         _reverse(heap_idx, heap_flag, rev_ptr, rev_src, rev_flag, n_chunks)
-        key = epoch_key(random_state, _ITER_STREAM + it)
-        _candidates(heap_idx, heap_flag, rev_ptr, rev_src, rev_flag, key, new_c, new_n, old_c,
-                    old_n)  # fmt: skip
+        it_key = np.uint64(_hash(key, it, 0))
+        _candidates(heap_idx, heap_flag, rev_ptr, rev_src, rev_flag, it_key, new_c, new_n,
+                    old_c, old_n)  # fmt: skip
         del rev_ptr, rev_src, rev_flag
         new_mem = np.empty(int(new_n.sum()), dtype=np.int32)
         old_mem = np.empty(int(old_n.sum()), dtype=np.int32)
@@ -621,7 +713,62 @@ def _descent_ordered(
         del new_mem, old_mem, new_pos, old_pos, D
         if int(updates.sum()) <= limit:
             break
-    return heap_idx, heap_dist
+
+
+def _check_rows(n: int, n_targets: int, count: int, random_state: int) -> np.ndarray:
+    """The rows whose exact neighbours estimate the recall: the query rows where there are any."""
+    lo = n_targets if n > n_targets else 0
+    rng = np.random.default_rng([int(random_state) & 0xFFFFFFFF, _CHECK_STREAM])
+    count = min(count, n - lo)
+    return np.sort(rng.choice(np.arange(lo, n), size=count, replace=False)).astype(np.int64)
+
+
+def _sample_truth(S: np.ndarray, rows: np.ndarray, n_targets: int, K: int) -> np.ndarray:
+    """The exact ``K`` nearest targets of ``rows`` (the row itself excluded), as heaps."""
+    idx = np.full((rows.size, K), -1, dtype=np.int32)
+    dist = np.full((rows.size, K), np.inf, dtype=np.float32)
+    _exact_rows(S, rows, n_targets, idx, dist)
+    return idx
+
+
+def _sample_recall(heap_idx: np.ndarray, rows: np.ndarray, truth: np.ndarray) -> float:
+    """Share of the exact neighbours of ``rows`` that their heaps hold."""
+    if rows.size == 0 or truth.shape[1] == 0:
+        return 1.0
+    found = [np.intersect1d(heap_idx[r], t[t >= 0]).size for r, t in zip(rows, truth, strict=True)]
+    return float(np.sum(found)) / float(max(np.count_nonzero(truth >= 0), 1))
+
+
+@njit(parallel=True, fastmath=_FAST)
+def _exact_rows(X, rows, n_targets, idx, dist):  # pragma: no cover - numba
+    """Exact search of ``rows`` over the targets into the heaps ``idx, dist`` (one per row)."""
+    flag = np.zeros((rows.size, idx.shape[1]), dtype=np.uint8)
+    for r in prange(rows.size):
+        p = rows[r]
+        for q in range(n_targets):
+            if q != p:
+                _push(idx[r], dist[r], flag[r], q, _sqdist(X, p, q))
+
+
+@njit(parallel=True)
+def _regrow(heap_idx, heap_dist, idx, dist, flag):  # pragma: no cover - numba
+    """Push every entry of the heaps ``heap_idx, heap_dist`` into the larger ``idx, dist``."""
+    for i in prange(heap_idx.shape[0]):
+        for s in range(heap_idx.shape[1]):
+            if heap_idx[i, s] >= 0:
+                _push(idx[i], dist[i], flag[i], heap_idx[i, s], heap_dist[i, s])
+
+
+def _grow(
+    heaps: tuple[np.ndarray, np.ndarray, np.ndarray], size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Heaps of ``size`` slots holding the entries of ``heaps``, all flagged new."""
+    n = heaps[0].shape[0]
+    idx = np.full((n, size), -1, dtype=np.int32)
+    dist = np.full((n, size), np.inf, dtype=np.float32)
+    flag = np.zeros((n, size), dtype=np.uint8)
+    _regrow(heaps[0], heaps[1], idx, dist, flag)
+    return idx, dist, flag
 
 
 def _finish(X, rows, cand, metric, k, *, with_self):
@@ -712,9 +859,9 @@ def nndescent_knn(
     conf = {**nndescent_settings(n, k), **(settings or {})}
     with threads(n_jobs):
         S = _search_matrix(X, metric)
-        K_search = min(K + int(conf["extra"]), n - 1)
-        heap_idx, _ = _descent(S, K_search, n_targets=n, random_state=random_state, settings=conf)
-        heap_idx = _nearest_columns(heap_idx, _, K)
+        heap_idx, heap_dist, _ = _descent(S, K, n - 1, n_targets=n, random_state=random_state,
+                                          settings=conf)  # fmt: skip
+        heap_idx = _nearest_columns(heap_idx, heap_dist, K)
         rows = np.arange(n, dtype=np.int64)
         idx, dist = _finish(_measure_matrix(X), rows, heap_idx, metric, k, with_self=True)
     return idx, dist
@@ -745,10 +892,9 @@ def nndescent_query_knn(
     conf = {**nndescent_settings(stacked.shape[0], k + 1), **(settings or {})}
     with threads(n_jobs):
         S = _search_matrix(stacked, metric)
-        K_search = min(k + int(conf["extra"]), n_ref)
-        heap_idx, _ = _descent(S, K_search, n_targets=n_ref, random_state=random_state,
-                               settings=conf)  # fmt: skip
-        heap_idx = _nearest_columns(heap_idx, _, k)
+        heap_idx, heap_dist, _ = _descent(S, k, n_ref, n_targets=n_ref,
+                                          random_state=random_state, settings=conf)  # fmt: skip
+        heap_idx = _nearest_columns(heap_idx, heap_dist, k)
         rows = np.arange(n_ref, stacked.shape[0], dtype=np.int64)
         idx, dist = _finish(_measure_matrix(stacked), rows, heap_idx[n_ref:], metric, k,
                             with_self=False)  # fmt: skip
