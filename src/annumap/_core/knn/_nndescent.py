@@ -558,7 +558,7 @@ def _descent(
     perm = np.empty(n, dtype=np.int32)
     starts = np.empty(n_targets + 1, dtype=np.int64)
     key = epoch_key(random_state, _TREE_STREAM - 1)
-    leaf = max(int(settings["leaf_size"]), min(K + int(settings["extra"]), cap) + 1)
+    leaf = _leaf_size(settings, min(K + int(settings["extra"]), cap))
     _rp_tree(S[:n_targets], key, leaf, perm[:n_targets], starts)
     perm[n_targets:] = np.arange(n_targets, n, dtype=np.int32)
     del starts
@@ -614,15 +614,24 @@ def _forest_heaps(
     S: np.ndarray, size: int, *, n_targets: int, random_state: int, settings: dict
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Heaps of ``size`` slots filled from the leaves of a random projection forest."""
-    n = S.shape[0]
-    heaps = (
+    heaps = _empty_heaps(S.shape[0], size)
+    _forest_join(S, heaps, epoch_key(random_state, _TREE_STREAM), n_targets=n_targets,
+                 settings=settings)  # fmt: skip
+    return heaps
+
+
+def _empty_heaps(n: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` empty heaps of ``size`` slots: indices -1, distances inf, flags 0."""
+    return (
         np.full((n, size), -1, dtype=np.int32),
         np.full((n, size), np.inf, dtype=np.float32),
         np.zeros((n, size), dtype=np.uint8),
     )
-    _forest_join(S, heaps, epoch_key(random_state, _TREE_STREAM), n_targets=n_targets,
-                 settings=settings)  # fmt: skip
-    return heaps
+
+
+def _leaf_size(settings: dict, size: int) -> int:
+    """Leaves hold at least ``leaf_size`` points and more than a heap's ``size`` slots."""
+    return max(int(settings["leaf_size"]), size + 1)
 
 
 def _forest_join(
@@ -637,7 +646,7 @@ def _forest_join(
     heap_idx, heap_dist, heap_flag = heaps
     n, size = heap_idx.shape
     n_trees = int(settings["n_trees"])
-    leaf_size = max(int(settings["leaf_size"]), size + 1)
+    leaf_size = _leaf_size(settings, size)
     group = 2  # trees in pairs bound the memory of their permutations
     for first in range(0, n_trees, group):
         count = min(group, n_trees - first)
@@ -725,9 +734,8 @@ def _check_rows(n: int, n_targets: int, count: int, random_state: int) -> np.nda
 
 def _sample_truth(S: np.ndarray, rows: np.ndarray, n_targets: int, K: int) -> np.ndarray:
     """The exact ``K`` nearest targets of ``rows`` (the row itself excluded), as heaps."""
-    idx = np.full((rows.size, K), -1, dtype=np.int32)
-    dist = np.full((rows.size, K), np.inf, dtype=np.float32)
-    _exact_rows(S, rows, n_targets, idx, dist)
+    idx, dist, flag = _empty_heaps(rows.size, K)
+    _exact_rows(S, rows, n_targets, idx, dist, flag)
     return idx
 
 
@@ -740,9 +748,8 @@ def _sample_recall(heap_idx: np.ndarray, rows: np.ndarray, truth: np.ndarray) ->
 
 
 @njit(parallel=True, fastmath=_FAST)
-def _exact_rows(X, rows, n_targets, idx, dist):  # pragma: no cover - numba
-    """Exact search of ``rows`` over the targets into the heaps ``idx, dist`` (one per row)."""
-    flag = np.zeros((rows.size, idx.shape[1]), dtype=np.uint8)
+def _exact_rows(X, rows, n_targets, idx, dist, flag):  # pragma: no cover - numba
+    """Exact search of ``rows`` over the targets into the heaps ``idx, dist, flag`` (one a row)."""
     for r in prange(rows.size):
         p = rows[r]
         for q in range(n_targets):
@@ -763,12 +770,9 @@ def _grow(
     heaps: tuple[np.ndarray, np.ndarray, np.ndarray], size: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Heaps of ``size`` slots holding the entries of ``heaps``, all flagged new."""
-    n = heaps[0].shape[0]
-    idx = np.full((n, size), -1, dtype=np.int32)
-    dist = np.full((n, size), np.inf, dtype=np.float32)
-    flag = np.zeros((n, size), dtype=np.uint8)
-    _regrow(heaps[0], heaps[1], idx, dist, flag)
-    return idx, dist, flag
+    grown = _empty_heaps(heaps[0].shape[0], size)
+    _regrow(heaps[0], heaps[1], *grown)
+    return grown
 
 
 def _finish(X, rows, cand, metric, k, *, with_self):
