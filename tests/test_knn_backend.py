@@ -226,8 +226,38 @@ def test_forced_refinement_improves_and_a_zero_target_skips_it(data):
     none, found_none = _estimate(data, {"target_recall": 0.0})
     always, found_always = _estimate(data, {"target_recall": 1.01})
     assert not none["refined"] and always["refined"]
-    assert none["recall"][0] == always["recall"][0]  # the same first search
+    # the same light search, cut short where the target is out of its reach
+    assert always["history"] == none["history"][: len(always["history"])]
     assert found_always > found_none
+
+
+@pytest.mark.parametrize(
+    ("history", "short"),
+    [
+        ([0.1, 0.5], False),  # too few iterations to see the trend
+        ([0.1, 0.5, 0.98], False),  # at the target
+        ([0.1, 0.8, 0.95], False),  # gains 0.7, 0.15: 0.04 more to come, 0.99
+        ([0.1, 0.5, 0.7], True),  # gains 0.4, 0.2: 0.2 more to come, 0.90
+        ([0.1, 0.2, 0.4], False),  # gains growing: not judged yet
+        ([0.5, 0.7, 0.7], True),  # stalled below the target
+    ],
+)
+def test_the_light_search_is_judged_by_its_projected_recall(history, short):
+    from annumap._core.knn._nndescent import _falls_short
+
+    assert _falls_short(history, 0.97) is short
+
+
+def test_hard_data_switch_to_the_heavy_sizing_early():
+    """Where the light search's gains show it cannot reach the target, the heavy sizing takes
+    over at once; the result is as good as after the full light search."""
+    hard, _ = blobs(8000, 50, centers=2, seed=0, spread=4.0)
+    early, found_early = _estimate(hard)
+    late, found_late = _estimate(hard, {"early_switch": False})
+    assert early["refined"] and late["refined"]
+    assert len(early["history"]) < len(late["history"])
+    assert early["history"] == late["history"][: len(early["history"])]
+    assert found_early > found_late - 0.01
 
 
 @pytest.mark.parametrize("target", [0.0, 1.01])
