@@ -45,6 +45,30 @@ def test_exact_knn_sparse_input_matches_dense():
     assert np.mean(i1 == i2) > 0.99
 
 
+def test_exact_ties_go_by_index_whatever_the_candidates_order():
+    """Equal distances are ordered by index, not by the float32 ranking that found them (BLAS
+    may round that differently for another thread count)."""
+    from annumap._core.knn._exact import _order
+
+    rows = np.array([0])
+    dist = np.array([[0.0, 2.0, 1.0, 1.0, 1.0]])
+    a = _order(np.array([[0, 7, 5, 3, 9]]), dist, rows, 3)
+    b = _order(np.array([[0, 7, 9, 5, 3]]), dist, rows, 3)
+    np.testing.assert_array_equal(a[0], [[0, 3, 5]])
+    np.testing.assert_array_equal(b[0], [[0, 3, 5]])
+
+
+def test_exact_knn_of_counts_is_the_same_for_any_thread_count():
+    """Poisson counts hold many tied distances; the graph is the same for 1, 2 and 3 threads."""
+    rng = np.random.default_rng(0)
+    X = sparse.csr_matrix(rng.poisson(0.7, size=(400, 40)).astype(np.float32))
+    ref = knn(X, 15, backend="exact", n_jobs=1)
+    for jobs in (2, 3):
+        got = knn(X, 15, backend="exact", n_jobs=jobs)
+        np.testing.assert_array_equal(got[0], ref[0])
+        np.testing.assert_array_equal(got[1], ref[1])
+
+
 def test_duplicates_keep_self_first_and_zero_entries():
     X, _ = blobs(200, 5)
     X[1] = X[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ensure_self_first"]
+__all__ = ["ensure_self_first", "row_order"]
 
 
 def ensure_self_first(indices: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -27,3 +27,8 @@ def ensure_self_first(indices: np.ndarray, distances: np.ndarray) -> tuple[np.nd
             indices[i, 1 : 1 + rest_i.size], distances[i, 1 : 1 + rest_i.size] = rest_i, rest_d
     distances[:, 0] = 0.0
     return indices, distances
+
+
+def row_order(key: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Per row, the column order by (``key``, ``idx``): equal keys go by index."""
+    return np.lexsort((idx, key), axis=-1)

@@ -15,6 +15,7 @@ from numba import prange
 from scipy import sparse
 
 from .._numba import njit, threads
+from ._common import row_order
 
 __all__ = ["BLAS_METRICS", "exact_knn", "exact_query_knn"]
 
@@ -141,10 +142,14 @@ def _measure(X64, sq, rows: np.ndarray, cand: np.ndarray, metric: str) -> np.nda
 
 
 def _order(idx: np.ndarray, dist: np.ndarray, rows: np.ndarray, k: int):
-    """Sort each row by distance with the row itself first; keep ``k`` columns."""
+    """Sort each row by (distance, index) with the row itself first; keep ``k`` columns.
+
+    Equal distances (duplicate points) go by index, not by the candidates' order, which comes
+    from float32 scores that BLAS may round differently for another thread count.
+    """
     is_self = idx == rows[:, None]
     key = np.where(is_self, -1.0, dist)
-    order = np.argsort(key, axis=1, kind="stable")[:, :k]
+    order = row_order(key, idx)[:, :k]
     return np.take_along_axis(idx, order, 1), np.take_along_axis(dist, order, 1)
 
 

@@ -48,6 +48,7 @@ from scipy import sparse
 
 from .._numba import njit, threads
 from .._rng import GOLDEN, MIX1, MIX2, epoch_key
+from ._common import row_order
 
 logger = logging.getLogger("annumap")
 
@@ -830,7 +831,7 @@ def _finish(X, rows, cand, metric, k, *, with_self):
         key = d.copy()
         if with_self:
             key[:, 0] = -1.0
-        order = _row_order(key, c)[:, :k]
+        order = row_order(key, c)[:, :k]
         out_idx[start : start + sel.size] = np.take_along_axis(c, order, 1)
         out_dist[start : start + sel.size] = np.take_along_axis(d, order, 1)
     return out_idx, out_dist
@@ -847,15 +848,8 @@ def _nearest_columns(heap_idx: np.ndarray, heap_dist: np.ndarray, K: int) -> np.
     if heap_idx.shape[1] == K:
         return heap_idx
     key = np.where(heap_idx >= 0, heap_dist, np.inf)
-    order = _row_order(key, heap_idx)[:, :K]
+    order = row_order(key, heap_idx)[:, :K]
     return np.take_along_axis(heap_idx, order, 1)
-
-
-def _row_order(key: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Per row, the column order by (key, index)."""
-    by_index = np.argsort(idx, axis=1, kind="stable")
-    k2 = np.take_along_axis(key, by_index, 1)
-    return np.take_along_axis(by_index, np.argsort(k2, axis=1, kind="stable"), 1)
 
 
 def nndescent_knn(
