@@ -27,12 +27,14 @@ that cache: annumap; pynndescent and umap-learn compile part of their code in ev
 PCA matrix. Datasets: ``mnist70k`` (MNIST PCA-50, what the kNN settings were measured on) and
 ``mix200k`` (200,000 points, 50-D mixture of 20 Gaussians as ``benchmarks/scale.py``; not tuned
 on). ``--empty-cache`` also runs annumap with an empty numba cache (``NUMBA_CACHE_DIR`` set to
-a new directory): the true first run after installation. Results: ``benchmarks/results/e2e.json``.
+a new directory): the true first run after installation. Results: ``benchmarks/results/e2e.json``
+(datasets not run in this invocation keep their earlier entry).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -175,7 +177,10 @@ def main() -> None:
     parser.add_argument("--sides", nargs="+", default=list(SIDES), choices=list(SIDES))
     parser.add_argument("--empty-cache", action="store_true")
     args = parser.parse_args()
+    previous = Path(__file__).resolve().parent / "results" / "e2e.json"
     results = {}
+    if previous.exists():  # keep the datasets measured in earlier invocations
+        results = json.loads(previous.read_text()).get("results", {})
     for name in args.datasets:
         x_path = data_path(name)
         X = np.load(x_path)
