@@ -610,7 +610,7 @@ def _descent_ordered(
 
     _iterate(S, heaps, int(settings["max_candidates"]), n_targets=n_targets,
              key=epoch_key(random_state, _ITER_STREAM), settings=settings, watch=short)  # fmt: skip
-    recall = _sample_recall(heaps[0], check, truth)
+    recall = history[-1]  # the watch saw the heaps after the last iteration
     stats = {"recall": [recall], "history": history, "refined": False,
              "seconds": [time.perf_counter() - t0]}  # fmt: skip
     if recall < target:
@@ -688,9 +688,9 @@ def _iterate(
 ) -> None:
     """NN-descent iterations on ``heaps`` (updated in place) with ``m`` candidates per kind.
 
-    Iteration ``it`` samples with the key ``(key, it)``; stops after ``n_iters`` iterations,
-    when at most ``delta * n * slots`` heap entries changed, or when ``watch`` (called with the
-    heap indices after each iteration) returns True.
+    Iteration ``it`` samples with the key ``(key, it)``; ``watch``, where given, is called with
+    the heap indices after every iteration. Stops after ``n_iters`` iterations, when at most
+    ``delta * n * slots`` heap entries changed, or when ``watch`` returns True.
     """
     heap_idx, heap_dist, heap_flag = heaps
     n, K = heap_idx.shape
@@ -738,7 +738,8 @@ def _iterate(
                   new_mem, new_pos, new_cur, old_ptr, old_mem, old_pos, old_cur, D, heap_idx,
                   heap_dist, heap_flag, updates)  # fmt: skip
         del new_mem, old_mem, new_pos, old_pos, D
-        if int(updates.sum()) <= limit or (watch is not None and watch(heap_idx)):
+        stop = watch is not None and watch(heap_idx)
+        if int(updates.sum()) <= limit or stop:
             break
 
 
