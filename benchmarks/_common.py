@@ -184,6 +184,12 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def saved(name: str) -> dict:
+    """The payload of ``benchmarks/results/<name>.json`` (empty where there is none)."""
+    path = ROOT / "benchmarks" / "results" / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def save(name: str, payload: dict) -> Path:
     """Write results to ``benchmarks/results/<name>.json``."""
     out = ROOT / "benchmarks" / "results"

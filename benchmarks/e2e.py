@@ -34,7 +34,6 @@ a new directory): the true first run after installation. Results: ``benchmarks/r
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -44,7 +43,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import CACHE, machine, representation, run_fresh, save
+from _common import CACHE, machine, representation, run_fresh, save, saved
 
 DATASETS = ("mnist70k", "mix200k")
 THREADS = {
@@ -177,10 +176,7 @@ def main() -> None:
     parser.add_argument("--sides", nargs="+", default=list(SIDES), choices=list(SIDES))
     parser.add_argument("--empty-cache", action="store_true")
     args = parser.parse_args()
-    previous = Path(__file__).resolve().parent / "results" / "e2e.json"
-    results = {}
-    if previous.exists():  # keep the datasets measured in earlier invocations
-        results = json.loads(previous.read_text()).get("results", {})
+    results = saved("e2e").get("results", {})  # keep the datasets of earlier invocations
     for name in args.datasets:
         x_path = data_path(name)
         X = np.load(x_path)

@@ -245,12 +245,7 @@ def main() -> None:
         results[name] = res
         grid(name, dataset(name), emb, ROOT / "benchmarks" / "results" / f"look_{name}.png")
         print(table({name: res}).splitlines()[-1], file=sys.stderr, flush=True)
-    previous = {}
-    path = ROOT / "benchmarks" / "results" / "look.json"
-    if path.exists():
-        import json
-
-        previous = json.loads(path.read_text()).get("results", {})
+    previous = c.saved("look").get("results", {})
     previous.update(results)
     c.save("look", {"machine": c.machine(), "results": previous})
     print(f"Machine: {c.machine()}\n")

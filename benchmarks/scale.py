@@ -34,13 +34,12 @@ Results: ``benchmarks/results/scale.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import CACHE, machine, run_fresh, save
+from _common import CACHE, machine, run_fresh, save, saved
 
 N_CLUSTERS = 20
 N_DIMS = 50
@@ -189,10 +188,8 @@ def main() -> None:
     parser.add_argument("--steps", nargs="+", default=["neighbors", "umap"])
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per step")
     args = parser.parse_args()
-    previous = Path(__file__).resolve().parent / "results" / "scale.json"
-    runs = {}
-    if previous.exists():  # keep the sizes measured in earlier invocations
-        runs = {r["n_obs"]: r for r in json.loads(previous.read_text()).get("runs", [])}
+    # keep the sizes measured in earlier invocations
+    runs = {r["n_obs"]: r for r in saved("scale").get("runs", [])}
     for n in args.sizes:
         runs.setdefault(n, {}).update(run_size(n, args.steps, args.timeout))
     results = {
