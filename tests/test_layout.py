@@ -146,7 +146,8 @@ def test_pow_table_power_is_within_2e6_of_numpy(b):
 
 def _serial_reference(G, init, a, b, n_epochs, seed, alpha):
     """The documented semantics, one update at a time in Python: rows class by class, both
-    ends of a due edge move, negatives read from the positions as the class started."""
+    ends of a due edge move, negatives read from the positions as the class started, all seen
+    from the position after the positive sample, their steps summed."""
     from annumap._core._rng import draw_indices, epoch_key
 
     P0 = layout.prepare_graph(G, n_epochs)
@@ -182,15 +183,17 @@ def _serial_reference(G, init, a, b, n_epochs, seed, alpha):
                     if n_neg <= 0:
                         continue
                     draws = draw_indices(key, np.full(n_neg, e), np.arange(n_neg), n)
+                    step = np.zeros_like(Y[i])
                     for k in draws.astype(np.int64):
                         if k == i:
                             continue
-                        diff = Y[i] - snap[k]
+                        diff = Y[i] - snap[k]  # every negative seen from the same Y[i]
                         d2 = diff @ diff
                         if d2 > 0:
-                            Y[i] += (
+                            step += (
                                 clip(2 * b / ((0.001 + d2) * (a * d2**b + 1)) * diff) * rates[epoch]
                             )
+                    Y[i] += step
                     next_negative[e] += n_neg * eps_neg[e]
     out = np.empty_like(Y)
     out[order] = Y

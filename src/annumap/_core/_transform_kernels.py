@@ -60,11 +60,13 @@ def transform_epoch(
     (coefficient ``-2ab d^(2(b-1)) / (1 + a d^(2b))``) and pushed away from the reference points
     drawn as negatives by then (coefficient ``2 gamma b / ((0.001 + d^2)(1 + a d^(2b)))``); each
     component of a step is clipped to [-4, 4] and scaled by ``alpha`` (umap-learn's update
-    without ``move_other``).
+    without ``move_other``). As in the layout kernel, an edge's negatives are all seen from the
+    position after its positive sample and their steps are summed in draw order.
     """
     n_query, dim = Y.shape
     n_ref = reference.shape[0]
     for i in prange(n_query):
+        step = np.empty(dim, dtype=Y.dtype)
         for e in range(indptr[i], indptr[i + 1]):
             if next_sample[e] > epoch:
                 continue
@@ -81,6 +83,9 @@ def transform_epoch(
             next_sample[e] += epochs_per_sample[e]
 
             n_neg = int((epoch - next_negative[e]) / epochs_per_negative[e])
+            if n_neg <= 0:
+                continue
+            step[:] = 0.0
             for t in range(n_neg):
                 k = _draw(key, e, t, n_ref)
                 d2 = 0.0
@@ -91,6 +96,7 @@ def transform_epoch(
                     pb = d2**b
                     coef = 2.0 * gamma * b / ((0.001 + d2) * (a * pb + 1.0))
                     for d in range(dim):
-                        Y[i, d] += alpha * _clip(coef * (Y[i, d] - reference[k, d]))
-            if n_neg > 0:
-                next_negative[e] += n_neg * epochs_per_negative[e]
+                        step[d] += alpha * _clip(coef * (Y[i, d] - reference[k, d]))
+            for d in range(dim):
+                Y[i, d] += step[d]
+            next_negative[e] += n_neg * epochs_per_negative[e]
