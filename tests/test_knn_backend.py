@@ -97,29 +97,38 @@ def test_recall_on_high_intrinsic_dimension():
 
 def test_transposes_do_not_depend_on_the_chunk_count():
     """The reverse graph and the candidate transposes are split by target range for threads."""
-    from annumap._core.knn._nndescent import _reverse, _transpose
+    from annumap._core.knn._nndescent import _transpose
 
     rng = np.random.default_rng(0)
     n, K = 1000, 7
     heap = rng.integers(-1, n, size=(n, K)).astype(np.int32)
     flag = rng.integers(0, 2, size=(n, K)).astype(np.uint8)
     count = rng.integers(0, K + 1, size=n).astype(np.int64)
+    places = np.empty((n, 0), np.uint8)
     results = []
     for n_chunks in (1, 2, 5, 64):
         rev = np.empty(n + 1, np.int64), np.empty(n * K, np.int32), np.empty(n * K, np.uint8)
-        _reverse(heap, flag, *rev, n_chunks)
+        _transpose(heap, np.full(n, K, np.int64), flag, *rev, n_chunks)
         tr = np.empty(n + 1, np.int64), np.empty(n * K, np.int32), np.empty(n * K, np.int8)
-        _transpose(np.maximum(heap, 0), count, *tr, n_chunks)
+        _transpose(np.maximum(heap, 0), count, places, *tr, n_chunks)
         results.append([a[: rev[0][-1]] for a in rev[1:]] + [rev[0]]
                        + [a[: tr[0][-1]] for a in tr[1:]] + [tr[0]])  # fmt: skip
     for other in results[1:]:
         for x, y in zip(results[0], other, strict=True):
             np.testing.assert_array_equal(x, y)
-    # the reverse lists are right: v lists u once per slot of u holding v, ascending in u
-    ptr, src = results[0][2], results[0][0]
+    src, src_flag, ptr, mem, pos, tptr = results[0]
+    lists = np.maximum(heap, 0)
     for v in (0, 17, 999):
-        expected = [u for u in range(n) for s in range(K) if heap[u, s] == v]
-        assert src[ptr[v] : ptr[v + 1]].tolist() == expected
+        # the reverse lists: v lists u once per slot of u holding v, ascending in u, with its flag
+        expected = [(u, flag[u, s]) for u in range(n) for s in range(K) if heap[u, s] == v]
+        span = slice(ptr[v], ptr[v + 1])
+        got = list(zip(src[span].tolist(), src_flag[span].tolist(), strict=True))
+        assert got == expected
+        # the transposes: the rows listing v among their first count[u] entries, and the place
+        expected = [(u, t) for u in range(n) for t in range(count[u]) if lists[u, t] == v]
+        span = slice(tptr[v], tptr[v + 1])
+        got = list(zip(mem[span].tolist(), pos[span].tolist(), strict=True))
+        assert got == expected
 
 
 def test_duplicates_and_tiny_inputs():

@@ -13,8 +13,8 @@ the scheduling:
    ``max_candidates`` "new" and "old" candidates among its forward and reverse neighbours
    (priority = hash of (seed, iteration, pair), so the sample is a function of the graph only)
    (:func:`_candidates`); the reverse graph and the candidate lists are transposed in
-   parallel over ranges of targets, each range scanning all lists in order (:func:`_reverse`,
-   :func:`_transpose`: the same CSR for any thread count). Then, batch by batch of vertices
+   parallel over ranges of targets, each range scanning all lists in order (:func:`_transpose`:
+   the same CSR for any thread count). Then, batch by batch of vertices
    ``v``, the distances among ``v``'s candidates are measured once into ``v``'s own matrix
    (:func:`_pair_distances`: pairs with at least one new member, rows read from cache), and
    every vertex ``i`` the batch lists (:func:`_batch_members`) reads its row of the matrices of
@@ -259,39 +259,6 @@ def _leaf_join(X, order, starts, n_leaves, n_targets, heap_idx, heap_dist,
                     _push(heap_idx[q], heap_dist[q], heap_flag[q], p, d)
 
 
-@njit(parallel=True)
-def _reverse(heap_idx, heap_flag, ptr, src, src_flag, n_chunks):  # pragma: no cover - numba
-    """Reverse graph in CSR (``ptr``, ``src``, ``src_flag``), each list ascending in source.
-
-    Parallel over ``n_chunks`` ranges of targets, each scanning all heaps in source order and
-    writing only its own targets' lists: the result does not depend on ``n_chunks``.
-    """
-    n, K = heap_idx.shape
-    ptr[:] = 0
-    step = (n + n_chunks - 1) // n_chunks
-    for c in prange(n_chunks):
-        lo = c * step
-        hi = min(n, lo + step)
-        for u in range(n):
-            for s in range(K):
-                v = heap_idx[u, s]
-                if lo <= v < hi:
-                    ptr[v + 1] += 1
-    for v in range(n):
-        ptr[v + 1] += ptr[v]
-    fill = ptr[:-1].copy()
-    for c in prange(n_chunks):
-        lo = c * step
-        hi = min(n, lo + step)
-        for u in range(n):
-            for s in range(K):
-                v = heap_idx[u, s]
-                if lo <= v < hi:
-                    src[fill[v]] = u
-                    src_flag[fill[v]] = heap_flag[u, s]
-                    fill[v] += 1
-
-
 @njit
 def _sample(cand, prio, count, j, p):  # pragma: no cover - numba
     """Keep the ``cand.shape[0]`` entries of lowest (priority, index) in ``cand``; new count."""
@@ -353,14 +320,19 @@ def _candidates(heap_idx, heap_flag, ptr, src, src_flag, key, new_c, new_n, old_
 
 
 @njit(parallel=True)
-def _transpose(cand, count, ptr, members, pos, n_chunks):  # pragma: no cover - numba
-    """Transpose candidate lists: who lists ``i``, and where.
+def _transpose(lists, count, payload, ptr, members, out, n_chunks):  # pragma: no cover - numba
+    """Transpose padded lists in CSR: who lists ``i``, and with what.
 
-    ``members[ptr[i]:ptr[i + 1]]`` are the vertices whose list holds ``i`` (ascending) and
-    ``pos`` the place of ``i`` in each of those lists. Parallel over ``n_chunks`` ranges of
-    ``i`` as :func:`_reverse` (the result does not depend on ``n_chunks``).
+    Row ``v`` lists ``lists[v, :count[v]]`` (entries outside ``[0, n)`` are holes).
+    ``members[ptr[i]:ptr[i + 1]]`` are the rows that list ``i``, ascending, and ``out`` holds
+    ``payload[v, t]`` for each (``t``: the place of ``i`` in row ``v``), or ``t`` itself when
+    ``payload`` has no columns. Serves the reverse graph (heap indices, flags as payload) and
+    the candidates' transposes (places). Parallel over ``n_chunks`` ranges of ``i``, each
+    scanning all rows in order and writing only its own lists: the result does not depend on
+    ``n_chunks``.
     """
-    n = cand.shape[0]
+    n = lists.shape[0]
+    with_payload = payload.shape[1] > 0
     ptr[:] = 0
     step = (n + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):
@@ -368,7 +340,7 @@ def _transpose(cand, count, ptr, members, pos, n_chunks):  # pragma: no cover - 
         hi = min(n, lo + step)
         for v in range(n):
             for t in range(count[v]):
-                i = cand[v, t]
+                i = lists[v, t]
                 if lo <= i < hi:
                     ptr[i + 1] += 1
     for i in range(n):
@@ -379,10 +351,10 @@ def _transpose(cand, count, ptr, members, pos, n_chunks):  # pragma: no cover - 
         hi = min(n, lo + step)
         for v in range(n):
             for t in range(count[v]):
-                i = cand[v, t]
+                i = lists[v, t]
                 if lo <= i < hi:
                     members[fill[i]] = v
-                    pos[fill[i]] = t
+                    out[fill[i]] = payload[v, t] if with_payload else t
                     fill[i] += 1
 
 
@@ -711,11 +683,13 @@ def _iterate(
     limit = float(settings["delta"]) * n * K
     n_chunks = max(1, min(n, get_num_threads()))
     pos_dtype = np.int8 if m <= 127 else np.int16  # places in a candidate list (< m)
+    full = np.full(n, K, dtype=np.int64)  # a heap lists all its slots (holes are -1)
+    places = np.empty((n, 0), dtype=np.uint8)  # no payload: the transposes store places
     for it in range(int(settings["n_iters"])):
         rev_ptr = np.empty(n + 1, dtype=np.int64)
         rev_src = np.empty(n * K, dtype=np.int32)
         rev_flag = np.empty(n * K, dtype=np.uint8)
-        _reverse(heap_idx, heap_flag, rev_ptr, rev_src, rev_flag, n_chunks)
+        _transpose(heap_idx, full, heap_flag, rev_ptr, rev_src, rev_flag, n_chunks)
         it_key = np.uint64(_hash(key, it, 0))
         _candidates(heap_idx, heap_flag, rev_ptr, rev_src, rev_flag, it_key, new_c, new_n,
                     old_c, old_n)  # fmt: skip
@@ -724,8 +698,8 @@ def _iterate(
         old_mem = np.empty(int(old_n.sum()), dtype=np.int32)
         new_pos = np.empty(new_mem.size, dtype=pos_dtype)
         old_pos = np.empty(old_mem.size, dtype=pos_dtype)
-        _transpose(new_c, new_n, new_ptr, new_mem, new_pos, n_chunks)
-        _transpose(old_c, old_n, old_ptr, old_mem, old_pos, n_chunks)
+        _transpose(new_c, new_n, places, new_ptr, new_mem, new_pos, n_chunks)
+        _transpose(old_c, old_n, places, old_ptr, old_mem, old_pos, n_chunks)
         new_cur[:] = new_ptr[:-1]
         old_cur[:] = old_ptr[:-1]
         updates[:] = 0
