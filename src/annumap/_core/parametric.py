@@ -805,6 +805,16 @@ def _pair_terms(diff: Any, a: float, b: float, *, positive: bool, gamma: float, 
 _PAIR_BLOCK = 1 << 14
 
 
+def _wrap(i: np.ndarray, B: int) -> np.ndarray:
+    """``i mod B`` for int64 ``i`` in ``[-B, 2B)``, in place.
+
+    Two masked updates: ``%`` of int64 arrays took longer than the pair terms.
+    """
+    i[i >= B] -= B
+    i[i < 0] += B
+    return i
+
+
 def umap_batch_loss(
     Yh: Any, Yt: Any, Yn: Any, offsets: Any, *, a: float, b: float, gamma: float, xp: Any
 ) -> tuple[Any, Any, Any, Any]:
@@ -830,18 +840,14 @@ def umap_batch_loss(
     group = max(1, -(-offsets.size // sets))  # rounds per set, the sets of equal size
     for s in range(0, offsets.size, group):
         off = offsets[s : s + group][:, None]
-        drawn = heads + off  # [r, i]: the negative of head i in round r, mod B (no % of int64
-        drawn[drawn >= B] -= B  # arrays: it took longer than the pair terms)
-        drawn = xp.asarray(drawn)
+        drawn = xp.asarray(_wrap(heads + off, B))  # [r, i]: the negative of head i in round r
         neg = xp.take(YnT, drawn.reshape(-1), axis=1).reshape(-1, *drawn.shape)
         loss_neg, g = _pair_terms(YhT[:, None, :] - neg, a, b, positive=False, gamma=gamma,
                                   xp=xp)  # fmt: skip
         total = total + loss_neg.sum()
         gh = gh + g.sum(axis=1)
         # [r, j]: the head whose round-r negative is row j, as an index into g's (r, i) plane
-        drew = heads - off
-        drew[drew < 0] += B
-        drew = xp.asarray(drew + B * np.arange(off.shape[0])[:, None])
+        drew = xp.asarray(_wrap(heads - off, B) + B * np.arange(off.shape[0])[:, None])
         flat = g.reshape(g.shape[0], -1)
         gn = gn - xp.take(flat, drew.reshape(-1), axis=1).reshape(g.shape).sum(axis=1)
     inv = 1.0 / B

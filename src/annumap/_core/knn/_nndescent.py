@@ -538,7 +538,7 @@ def _descent(
     perm = np.empty(n, dtype=np.int32)
     starts = np.empty(n_targets + 1, dtype=np.int64)
     key = epoch_key(random_state, _TREE_STREAM - 1)
-    leaf = _leaf_size(settings, min(K + int(settings["extra"]), cap))
+    leaf = _leaf_size(settings, _heap_size(settings, "extra", K, cap))
     _rp_tree(S[:n_targets], key, leaf, perm[:n_targets], starts)
     perm[n_targets:] = np.arange(n_targets, n, dtype=np.int32)
     del starts
@@ -568,7 +568,7 @@ def _descent_ordered(
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """:func:`_descent` on rows already in locality order: forest, iterations, check, refine."""
     t0 = time.perf_counter()
-    size = min(K + int(settings["extra"]), cap)
+    size = _heap_size(settings, "extra", K, cap)
     heaps = _forest_heaps(S, size, n_targets=n_targets, random_state=random_state,
                           settings=settings)  # fmt: skip
     check = _check_rows(S.shape[0], n_targets, int(settings["check_rows"]), random_state)
@@ -586,7 +586,7 @@ def _descent_ordered(
     stats = {"recall": [recall], "history": history, "refined": False,
              "seconds": [time.perf_counter() - t0]}  # fmt: skip
     if recall < target:
-        size = min(K + int(settings["refine_extra"]), cap)
+        size = _heap_size(settings, "refine_extra", K, cap)
         heaps = _grow(heaps, size)
         _forest_join(S, heaps, epoch_key(random_state, _REFINE_STREAM - 1), n_targets=n_targets,
                      settings=settings)  # fmt: skip
@@ -615,6 +615,11 @@ def _empty_heaps(n: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         np.full((n, size), np.inf, dtype=np.float32),
         np.zeros((n, size), dtype=np.uint8),
     )
+
+
+def _heap_size(settings: dict, extra: str, K: int, cap: int) -> int:
+    """Heap slots of a stage: ``K`` plus the stage's ``extra`` slots, at most ``cap``."""
+    return min(K + int(settings[extra]), cap)
 
 
 def _leaf_size(settings: dict, size: int) -> int:
