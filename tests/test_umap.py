@@ -190,7 +190,9 @@ def test_callback_sees_every_epoch_and_can_stop(graph_adata):
 def test_layout_matches_umap_learn_objective(pbmc):
     """Same graph, inits and epochs: objective and kNN preservation match umap-learn's SGD.
 
-    Averaged over three seeds (single 700-cell runs vary by about +-0.005 in kNN preservation).
+    Averaged over eight seeds: single 700-cell runs vary by about +-0.005 in kNN preservation
+    and by +-4% in the objective (per seed 93,964-101,327 here, 95,366-99,865 for umap-learn), so
+    that a three-seed mean moved across the 2% bound when only the order of the draws changed.
     """
     umap_ = pytest.importorskip("umap.umap_")
     from annumap._core.metrics import fuzzy_cross_entropy
@@ -200,7 +202,7 @@ def test_layout_matches_umap_learn_objective(pbmc):
     X = pbmc.obsm["X_pca"]
     a, b = find_ab(1.0, 0.5)
     ours, ref = [], []
-    for seed in range(3):
+    for seed in range(8):
         init = np.random.default_rng(seed).uniform(0, 10, size=(G.shape[0], 2))
         init = init.astype(np.float32)
         Y = optimize_layout(G, init, a=a, b=b, n_epochs=200, seed=seed)
