@@ -1,9 +1,9 @@
 """The epoch driver of the UMAP layout: schedule, learning rate, progress and callbacks.
 
 Python runs the epoch loop and calls one numba kernel per epoch (:func:`._kernels.sgd_epoch`).
-The kernel runs umap-learn's serial SGD (both ends of a sampled edge move, negatives one after
-the other) over the vertices class by class of a distance-2 colouring, each class in parallel:
-the result is the same for any number of threads.
+The kernel runs umap-learn's serial SGD (both ends of a sampled edge move; an edge's negatives
+are seen from one position and their steps summed) over the vertices class by class of a
+distance-2 colouring, each class in parallel: the result is the same for any number of threads.
 """
 
 from __future__ import annotations
