@@ -261,17 +261,71 @@ def test_hard_data_switch_to_the_heavy_sizing_early():
     """Where the light search's gains show it cannot reach the target, the heavy sizing takes
     over at once; the result is as good as after the full light search."""
     hard, _ = blobs(8000, 50, centers=2, seed=0, spread=4.0)
-    early, found_early = _estimate(hard)
+    early, found_early = _estimate(hard, {"skip_light_below": 0.0})
     late, found_late = _estimate(hard, {"early_switch": False})
     assert early["refined"] and late["refined"]
-    assert len(early["history"]) < len(late["history"])
+    assert not early["skipped_light"] and not late["skipped_light"]
+    assert 1 < len(early["history"]) < len(late["history"])
     assert early["history"] == late["history"][: len(early["history"])]
     assert found_early > found_late - 0.01
 
 
-@pytest.mark.parametrize("target", [0.0, 1.01])
-def test_both_stages_are_bit_identical_for_one_and_two_threads(data, target):
-    conf = {"target_recall": target}
+def test_a_forest_far_from_the_neighbours_skips_the_light_iterations():
+    """50-D isotropic clusters: the forest alone finds a tenth of the neighbours, and the heavy
+    iterations start from it; data of low intrinsic dimension (forest above the threshold)
+    keep the light search. Skipping loses no recall against switching after it."""
+    hard, _ = blobs(8000, 50, centers=2, seed=0, spread=4.0)
+    skipped, found_skipped = _estimate(hard)
+    switched, found_switched = _estimate(hard, {"skip_light_below": 0.0})
+    assert skipped["history"][0] < 0.2
+    assert skipped["skipped_light"] and skipped["refined"] and len(skipped["history"]) == 1
+    assert skipped["history"] == switched["history"][:1]
+    assert found_skipped > found_switched - 0.01 and found_skipped > 0.97
+    rng = np.random.default_rng(0)
+    easy = (rng.normal(size=(8000, 4)) @ rng.normal(size=(4, 30))).astype(np.float32)
+    stats, _ = _estimate(easy)
+    assert stats["history"][0] >= 0.2 and not stats["skipped_light"] and not stats["refined"]
+
+
+def test_the_refinement_stops_where_its_gains_level_off():
+    """The refinement's iterations end once their projected remaining gain is below
+    ``stop_gain``: the same iterations as without the rule, cut short, at nearly their
+    recall."""
+    hard, _ = blobs(8000, 50, centers=2, seed=0, spread=4.0)
+    stopped, found_stopped = _estimate(hard)
+    full, found_full = _estimate(hard, {"stop_gain": 0.0})
+    a, b = stopped["refine_history"], full["refine_history"]
+    assert 3 <= len(a) < len(b) and a == b[: len(a)]
+    assert found_stopped > found_full - 0.005
+
+
+@pytest.mark.parametrize(
+    ("history", "rest"),
+    [
+        ([0.1, 0.5], None),  # one gain: no trend yet
+        ([0.1, 0.2, 0.4], None),  # gains growing
+        ([0.5, 0.7, 0.7], 0.0),  # stalled
+        ([0.1, 0.5, 0.7], 0.2),  # gains 0.4, 0.2: ratio 1/2, 0.2 to come
+        ([0.6, 0.9, 0.93], 0.1 * 0.03 / 0.9),  # gains 0.3, 0.03: ratio 1/10
+    ],
+)
+def test_the_remaining_gain_is_projected_from_the_last_two(history, rest):
+    from annumap._core.knn._nndescent import _levels_off, _projected_gain
+
+    got = _projected_gain(history)
+    if rest is None:
+        assert got is None and not _levels_off(history, 0.005)
+    else:
+        assert got == pytest.approx(rest)
+        assert _levels_off(history, rest + 1e-9) and not _levels_off(history, rest - 1e-9)
+
+
+@pytest.mark.parametrize(
+    "conf",
+    [{"target_recall": 0.0}, {"target_recall": 1.01}, {"skip_light_below": 1.01}],
+    ids=["light", "refined", "skipped"],
+)
+def test_both_stages_are_bit_identical_for_one_and_two_threads(data, conf):
     a = nndescent_knn(data, 15, random_state=3, n_jobs=1, settings=conf)
     b = nndescent_knn(data, 15, random_state=3, n_jobs=2, settings=conf)
     np.testing.assert_array_equal(a[0], b[0])

@@ -24,11 +24,13 @@ the scheduling:
    (an integer count: deterministic).
 4. **Check, and refine where needed** (:func:`nndescent_settings`): the first search runs with a
    light sizing; the exact neighbours of a few hundred random rows (:func:`_exact_rows`, a
-   brute-force scan of those rows) estimate its recall after every iteration, and where the
-   projected recall falls short of the target (:func:`_falls_short`) the heaps grow to the
-   heavy sizing and the iterations go on from what was found. Data of low intrinsic
-   dimension (PCA of cells, MNIST) stop after the light search; isotropic high-dimensional
-   clusters get the heavy one.
+   brute-force scan of those rows) estimate its recall after the forest and after every
+   iteration, and where the projected recall falls short of the target (:func:`_falls_short`)
+   the heaps grow to the heavy sizing and the iterations go on from what was found. Where the
+   forest alone finds few of the neighbours, the light iterations are skipped. The heavy
+   iterations end when their projected remaining gain is small (:func:`_levels_off`). Data of
+   low intrinsic dimension (PCA of cells, MNIST) stop after the light search; isotropic
+   high-dimensional clusters get the heavy one.
 5. The final neighbours are re-measured in float64 (:func:`_final_distances`) and sorted, the
    point itself first.
 
@@ -78,8 +80,8 @@ def nndescent_settings(n_obs: int, n_neighbors: int) -> dict[str, int | float]:
 
     Returns ``n_trees``, ``leaf_size``, ``n_iters``, ``delta``; ``max_candidates`` and
     ``extra`` (heap slots searched beyond the neighbours asked for) of the first search;
-    ``check_rows``, ``target_recall``, ``early_switch``; ``refine_candidates`` and
-    ``refine_extra`` of the refinement.
+    ``check_rows``, ``target_recall``, ``early_switch``, ``skip_light_below``;
+    ``refine_candidates``, ``refine_extra`` and ``stop_gain`` of the refinement.
 
     The search runs in two stages. The first uses a light sizing (``4k/3`` candidates, 4 extra
     slots), which finds 0.996 of the exact neighbours on MNIST 70k (PCA 50) in a third of the
@@ -89,8 +91,15 @@ def nndescent_settings(n_obs: int, n_neighbors: int) -> dict[str, int | float]:
     search ends below it, the heaps grow to the heavy sizing and the iterations go on from what
     was found. Switching early rather than after the light search converges cut the 50-D
     mixture's search from 54 to 39 s at 200k points and from 413 to 262-280 s at 1M, at the
-    same recall (0.98, 0.916). The heavy sizing carries the recall on data of high intrinsic
-    dimension (measured on the 50-D Gaussian mixture of
+    same recall (0.98, 0.916). Where the forest's estimated recall is below
+    ``skip_light_below`` (0.05-0.12 on the 50-D mixtures of 50k to 1M points, 0.30 on CBMC,
+    0.44 on MNIST), the light iterations are skipped: the heavy ones start from the forest,
+    with a second forest (the refinement's) joined first. And the heavy iterations stop once
+    the projected remaining gain of the last two is below ``stop_gain`` (the heaps change
+    little after that; the ``delta`` rule alone ran three more at 1M for +0.006). Together, on
+    the mixture (one process, 2 threads, second call): 200k points 24-25 s -> 17.5-20 s at
+    recall 0.986 -> 0.984, 1M 169 -> 149 s at 0.915 -> 0.932. The heavy sizing carries the
+    recall on data of high intrinsic dimension (measured on the 50-D Gaussian mixture of
     ``benchmarks/scale.py``, ``n_neighbors=15``, recall of the 14 exact neighbours): 15
     candidates and 4 extra slots gave 0.74 at 200k points and 0.50 at 1M; on 2 clusters of 50k
     points (the density of the 1M set) 30/10 gave 0.75, 45/15 0.88, 40 candidates with a 40-slot
@@ -111,6 +120,8 @@ def nndescent_settings(n_obs: int, n_neighbors: int) -> dict[str, int | float]:
         "check_rows": 256,
         "target_recall": 0.97,
         "early_switch": True,
+        "skip_light_below": 0.2,
+        "stop_gain": 0.005,
         "refine_candidates": heavy,
         "refine_extra": max(4, heavy - (k - 1)),
     }
@@ -532,7 +543,8 @@ def _descent(
     ``cap``. The rows are first put in the leaf order of one random projection tree over the
     targets (and the other rows after them), so that near points lie near in memory: the search
     runs on the permuted copy and the heaps are mapped back. Also returns what the search did
-    (``stats``: estimated recall of each stage, whether it refined).
+    (``stats``: estimated recall of each stage and after each iteration, whether it skipped the
+    light iterations and whether it refined).
     """
     n = S.shape[0]
     perm = np.empty(n, dtype=np.int32)
@@ -576,23 +588,39 @@ def _descent_ordered(
     target = float(settings["target_recall"])
     history = [_sample_recall(heaps[0], check, truth)]
 
+    early = bool(settings["early_switch"])
+
     def short(heap_idx: np.ndarray) -> bool:
         history.append(_sample_recall(heap_idx, check, truth))
-        return bool(settings["early_switch"]) and _falls_short(history, target)
+        return early and _falls_short(history, target)
 
-    _iterate(S, heaps, int(settings["max_candidates"]), n_targets=n_targets,
-             key=epoch_key(random_state, _ITER_STREAM), settings=settings, watch=short)  # fmt: skip
+    # a forest this far from the neighbours marks data of high intrinsic dimension, where the
+    # light iterations only delay the heavy ones
+    skip = early and history[0] < float(settings["skip_light_below"])
+    if not skip:
+        _iterate(S, heaps, int(settings["max_candidates"]), n_targets=n_targets,
+                 key=epoch_key(random_state, _ITER_STREAM), settings=settings,
+                 watch=short)  # fmt: skip
     recall = history[-1]  # the watch saw the heaps after the last iteration
-    stats = {"recall": [recall], "history": history, "refined": False,
-             "seconds": [time.perf_counter() - t0]}  # fmt: skip
+    stats = {"recall": [recall], "history": history, "refined": False, "skipped_light": skip,
+             "refine_history": [], "seconds": [time.perf_counter() - t0]}  # fmt: skip
     if recall < target:
         size = _heap_size(settings, "refine_extra", K, cap)
         heaps = _grow(heaps, size)
         _forest_join(S, heaps, epoch_key(random_state, _REFINE_STREAM - 1), n_targets=n_targets,
                      settings=settings)  # fmt: skip
+        refined = stats["refine_history"]
+        refined.append(_sample_recall(heaps[0], check, truth))
+        stop_gain = float(settings["stop_gain"])
+
+        def levelled(heap_idx: np.ndarray) -> bool:
+            refined.append(_sample_recall(heap_idx, check, truth))
+            return _levels_off(refined, stop_gain)
+
         _iterate(S, heaps, int(settings["refine_candidates"]), n_targets=n_targets,
-                 key=epoch_key(random_state, _REFINE_STREAM), settings=settings)  # fmt: skip
-        stats["recall"].append(_sample_recall(heaps[0], check, truth))
+                 key=epoch_key(random_state, _REFINE_STREAM), settings=settings,
+                 watch=levelled)  # fmt: skip
+        stats["recall"].append(refined[-1])
         stats["refined"] = True
         stats["seconds"].append(time.perf_counter() - t0 - stats["seconds"][0])
     return heaps[0], heaps[1], stats
@@ -722,23 +750,41 @@ def _iterate(
             break
 
 
+def _projected_gain(history: list[float]) -> float | None:
+    """The recall the iterations have yet to add, projected from their last two gains.
+
+    ``history`` holds the estimated recall after the forest and after each iteration. The
+    gains of the iterations shrink roughly geometrically; the last two give the ratio, and the
+    series' remaining sum is returned. None where the trend cannot be judged yet (fewer than
+    two gains, or gains still growing); 0 where the search has stopped gaining.
+    """
+    if len(history) < 3:
+        return None
+    before, last = history[-2] - history[-3], history[-1] - history[-2]
+    if last <= 0:
+        return 0.0
+    if last >= before:
+        return None
+    ratio = last / before
+    return last * ratio / (1 - ratio)
+
+
 def _falls_short(history: list[float], target: float) -> bool:
     """Whether the light search, going on as it goes, ends below ``target`` recall.
 
-    ``history`` holds the estimated recall after the forest and after each iteration. The
-    gains of the iterations shrink roughly geometrically; the last two gains give the ratio,
-    and the series' remaining sum is added to the last recall. A search that has stopped
-    gaining falls short; one whose gains are not yet shrinking gets another iteration.
+    A search whose projected remaining gain (:func:`_projected_gain`) does not lift it to the
+    target falls short; one whose gains are not yet shrinking gets another iteration.
     """
-    if len(history) < 3 or history[-1] >= target:
+    if history[-1] >= target:
         return False
-    before, last = history[-2] - history[-3], history[-1] - history[-2]
-    if last <= 0:
-        return True
-    if last >= before:
-        return False
-    ratio = last / before
-    return history[-1] + last * ratio / (1 - ratio) < target
+    gain = _projected_gain(history)
+    return gain is not None and history[-1] + gain < target
+
+
+def _levels_off(history: list[float], gain: float) -> bool:
+    """Whether the refinement's iterations are projected to add less than ``gain`` recall."""
+    rest = _projected_gain(history)
+    return rest is not None and rest < gain
 
 
 def _check_rows(n: int, n_targets: int, count: int, random_state: int) -> np.ndarray:
