@@ -1,0 +1,80 @@
+"""kNN stages: the NN-descent's stage rules on and off, side by side in one process.
+
+Run (from the repository root; minutes on 2 cores; not a test)::
+
+    .venv/bin/python benchmarks/knn_stages.py --data mixture --n 200000
+    .venv/bin/python benchmarks/knn_stages.py --data mixture --n 1000000 --repeats 1
+    .venv/bin/python benchmarks/knn_stages.py --data aniso --n 300000      # not tuned on
+
+Sides: ``rules`` = :func:`nndescent_settings` as shipped; ``without`` = the same with
+``--off`` (default: ``skip_light_below`` and ``stop_gain`` set to 0, i.e. the light iterations
+always run and the heavy ones end only on ``delta`` or ``n_iters``). Each repeat runs both sides
+(``_descent``, warm after a first call, ``n_jobs`` = all threads), order alternated, and prints
+the wall time, the estimated recall after the forest and each iteration of both stages, and the
+final estimate (exact neighbours of 256 random rows).
+
+Data: ``mixture`` is ``benchmarks/scale.py``'s generator (50-D, 20 clusters, centres
+N(0, 4^2), unit noise, seed 0), on which the rules were tuned. ``aniso`` was not: 60-D, 30
+Gaussians with random full covariances (``N(0,1)/sqrt(d)`` matrices scaled by U(0.5, 2)),
+centres N(0, 3^2), seed 5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+
+def mixture(n: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=4.0, size=(20, 50)).astype(np.float32)
+    labels = rng.integers(20, size=n)
+    X = np.empty((n, 50), dtype=np.float32)
+    for start in range(0, n, 100_000):
+        stop = min(n, start + 100_000)
+        X[start:stop] = centres[labels[start:stop]] + rng.normal(size=(stop - start, 50))
+    return X
+
+
+def aniso(n: int, d: int = 60, c: int = 30) -> np.ndarray:
+    rng = np.random.default_rng(5)
+    labels = rng.integers(c, size=n)
+    X = np.empty((n, d), dtype=np.float32)
+    for k in range(c):
+        rows = np.flatnonzero(labels == k)
+        A = rng.normal(size=(d, d)) / np.sqrt(d) * rng.uniform(0.5, 2)
+        X[rows] = rng.normal(scale=3.0, size=d) + rng.normal(size=(rows.size, d)) @ A
+    return X
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=["mixture", "aniso"], default="mixture")
+    parser.add_argument("--n", type=int, default=200_000)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--off", default='{"skip_light_below": 0.0, "stop_gain": 0.0}')
+    args = parser.parse_args()
+    from annumap._core.knn import _nndescent as nd
+
+    X = (mixture if args.data == "mixture" else aniso)(args.n)
+    S = nd._search_matrix(X, "euclidean")
+    rules = nd.nndescent_settings(args.n, 15)
+    sides = {"rules": rules, "without": {**rules, **json.loads(args.off)}}
+    nd._descent(S[:20_000], 15, 100, n_targets=20_000, random_state=0, settings=rules)  # warm
+    print(f"{args.data}, n={args.n}, off={args.off}")
+    for r in range(args.repeats):
+        for name in ("rules", "without") if r % 2 == 0 else ("without", "rules"):
+            t = time.perf_counter()
+            _, _, stats = nd._descent(S, 15, 100, n_targets=args.n, random_state=0,
+                                      settings=sides[name])  # fmt: skip
+            light = " ".join(f"{x:.3f}" for x in stats["history"])
+            heavy = " ".join(f"{x:.3f}" for x in stats["refine_history"]) or "-"
+            print(f"  {name:8s} {time.perf_counter() - t:6.1f} s  light: {light}  heavy: {heavy}"
+                  f"  recall {stats['recall'][-1]:.4f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
