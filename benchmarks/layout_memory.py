@@ -23,17 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+# nothing here imports umap-learn, so benchmarks/ (whose umap.py would shadow it) may lead
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def _load_common():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_bench_common", _HERE / "_common.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _common import graph_path
 
 
 def main() -> None:
@@ -50,8 +43,7 @@ def main() -> None:
     from annumap._core._rng import epoch_key
     from annumap._core.curve import find_ab
 
-    c = _load_common()
-    G = layout.prepare_graph(ad.read_h5ad(c.graph_path(args.dataset)).obsp["connectivities"], 200)
+    G = layout.prepare_graph(ad.read_h5ad(graph_path(args.dataset)).obsp["connectivities"], 200)
     n = G.shape[0]
     init = np.random.default_rng(0).uniform(-10, 10, (n, 2)).astype(np.float32)
     order, bounds = layout.colour_classes(G)
