@@ -93,12 +93,14 @@ def nndescent_settings(n_obs: int, n_neighbors: int) -> dict[str, int | float]:
     mixture's search from 54 to 39 s at 200k points and from 413 to 262-280 s at 1M, at the
     same recall (0.98, 0.916). Where the forest's estimated recall is below
     ``skip_light_below`` (0.05-0.12 on the 50-D mixtures of 50k to 1M points, 0.30 on CBMC,
-    0.44 on MNIST), the light iterations are skipped: the heavy ones start from the forest,
-    with a second forest (the refinement's) joined first. And the heavy iterations stop once
-    the projected remaining gain of the last two is below ``stop_gain`` (the heaps change
-    little after that; the ``delta`` rule alone ran three more at 1M for +0.006). Together, on
-    the mixture (one process, 2 threads, second call): 200k points 24-25 s -> 17.5-20 s at
-    recall 0.986 -> 0.984, 1M 169 -> 149 s at 0.915 -> 0.932. The heavy sizing carries the
+    0.44 on MNIST), the light iterations are skipped (unless ``early_switch`` is off): the
+    heavy ones start from the forest, with a second forest (the refinement's) joined first. And
+    the heavy iterations stop once the projected remaining gain of the last two is below
+    ``stop_gain`` (the heaps change little after that; the ``delta`` rule alone ran three more
+    at 1M for +0.006). Together (``benchmarks/knn_stages.py``, the rules on and off alternated
+    in one process, 2 threads): 50-D mixture of 200k points 1.36x at recall 0.986 -> 0.984, a
+    60-D anisotropic mixture of 300k points 1.38x at 0.997 -> 0.996; 1M points 169 -> 149 s at
+    0.915 -> 0.932 (one run each). The heavy sizing carries the
     recall on data of high intrinsic dimension (measured on the 50-D Gaussian mixture of
     ``benchmarks/scale.py``, ``n_neighbors=15``, recall of the 14 exact neighbours): 15
     candidates and 4 extra slots gave 0.74 at 200k points and 0.50 at 1M; on 2 clusters of 50k
