@@ -81,6 +81,25 @@ def gaussian_mixture(
     return X
 
 
+def scale_mixture(n: int, clusters: int = 20, dim: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """``benchmarks/scale.py``'s data: ``n`` points in ``dim``-D around ``clusters`` centres
+    N(0, 4^2) per coordinate, unit noise, cluster of each point uniform at random, seed 0;
+    returns (X float32, labels). Also serves ``e2e.py``'s ``mix200k``, ``knn_sizing.py`` and
+    ``knn_stages.py``."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=4.0, size=(clusters, dim)).astype(np.float32)
+    labels = rng.integers(clusters, size=n)
+    X = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 100_000):
+        stop = min(n, start + 100_000)
+        X[start:stop] = centres[labels[start:stop]] + rng.normal(size=(stop - start, dim))
+    return X, labels
+
+
+#: Code for :func:`run_fresh` that imports :func:`scale_mixture` (the subprocess runs in ROOT).
+IMPORT_MIXTURE = "sys.path.insert(0, 'benchmarks')\nfrom _common import scale_mixture\n"
+
+
 def _mnist_path() -> Path:
     for p in (SHARED / "mnist_70k.npz", ROOT / "data" / "mnist_70k.npz"):
         if p.exists():

@@ -43,7 +43,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import CACHE, machine, representation, run_fresh, save, saved
+from _common import CACHE, IMPORT_MIXTURE, machine, representation, run_fresh, save, saved
 
 DATASETS = ("mnist70k", "mix200k")
 THREADS = {
@@ -105,19 +105,15 @@ def run(a):
 """,
 }
 
-MIX = """
+MIX = (
+    IMPORT_MIXTURE
+    + """
 import numpy as np
-n, d, c = 200_000, 50, 20
-rng = np.random.default_rng(0)
-centres = rng.normal(scale=4.0, size=(c, d)).astype(np.float32)
-labels = rng.integers(c, size=n)
-X = np.empty((n, d), dtype=np.float32)
-for start in range(0, n, 100_000):
-    stop = min(n, start + 100_000)
-    X[start:stop] = centres[labels[start:stop]] + rng.normal(size=(stop - start, d))
+X, _ = scale_mixture(200_000)
 np.save({x_path!r}, X)
 print(json.dumps({{}}))
 """
+)
 
 
 def data_path(name: str) -> str:

@@ -28,17 +28,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import CACHE, machine, run_fresh
+from _common import CACHE, IMPORT_MIXTURE, machine, run_fresh
 
-MAKE = """
+MAKE = (
+    IMPORT_MIXTURE
+    + """
 import numpy as np
-rng = np.random.default_rng(0)
-centres = rng.normal(scale=4.0, size=({c}, 50)).astype(np.float32)
-labels = rng.integers({c}, size={n})
-X = np.empty(({n}, 50), dtype=np.float32)
-for start in range(0, {n}, 100_000):
-    stop = min({n}, start + 100_000)
-    X[start:stop] = centres[labels[start:stop]] + rng.normal(size=(stop - start, 50))
+X, _ = scale_mixture({n}, {c})
 np.save({x_path!r}, X)
 from sklearn.neighbors import NearestNeighbors
 rows = np.sort(np.random.default_rng(7).choice({n}, 2000, replace=False))
@@ -46,6 +42,7 @@ true = NearestNeighbors(n_neighbors=15, algorithm="brute").fit(X).kneighbors(X[r
 np.save({true_path!r}, np.concatenate([rows[:, None], true], axis=1))
 print(json.dumps({{}}))
 """
+)
 
 SIDE = """
 import numpy as np, resource

@@ -13,30 +13,26 @@ always run and the heavy ones end only on ``delta`` or ``n_iters``). Each repeat
 the wall time, the estimated recall after the forest and each iteration of both stages, and the
 final estimate (exact neighbours of 256 random rows).
 
-Data: ``mixture`` is ``benchmarks/scale.py``'s generator (50-D, 20 clusters, centres
-N(0, 4^2), unit noise, seed 0), on which the rules were tuned. ``aniso`` was not: 60-D, 30
-Gaussians with random full covariances (``N(0,1)/sqrt(d)`` matrices scaled by U(0.5, 2)),
-centres N(0, 3^2), seed 5.
+Data: ``mixture`` is ``benchmarks/scale.py``'s generator (``_common.scale_mixture``: 50-D, 20
+clusters, centres N(0, 4^2), unit noise, seed 0), on which the rules were tuned. ``aniso``
+was not: 60-D, 30 Gaussians with random full covariances (``N(0,1)/sqrt(d)`` matrices scaled
+by U(0.5, 2)), centres N(0, 3^2), seed 5.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
+# nothing here imports umap-learn, so benchmarks/ (whose umap.py would shadow it) may lead
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def mixture(n: int) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    centres = rng.normal(scale=4.0, size=(20, 50)).astype(np.float32)
-    labels = rng.integers(20, size=n)
-    X = np.empty((n, 50), dtype=np.float32)
-    for start in range(0, n, 100_000):
-        stop = min(n, start + 100_000)
-        X[start:stop] = centres[labels[start:stop]] + rng.normal(size=(stop - start, 50))
-    return X
+from _common import scale_mixture
 
 
 def aniso(n: int, d: int = 60, c: int = 30) -> np.ndarray:
@@ -59,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     from annumap._core.knn import _nndescent as nd
 
-    X = (mixture if args.data == "mixture" else aniso)(args.n)
+    X = scale_mixture(args.n)[0] if args.data == "mixture" else aniso(args.n)
     S = nd._search_matrix(X, "euclidean")
     rules = nd.nndescent_settings(args.n, 15)
     sides = {"rules": rules, "without": {**rules, **json.loads(args.off)}}

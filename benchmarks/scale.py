@@ -39,26 +39,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import CACHE, machine, run_fresh, save, saved
+from _common import CACHE, IMPORT_MIXTURE, machine, run_fresh, save, saved
 
 N_CLUSTERS = 20
 N_DIMS = 50
 K = 15
 
-MAKE_DATA = """
+MAKE_DATA = (
+    IMPORT_MIXTURE
+    + """
 import numpy as np
-n, d, c = {n}, {d}, {c}
-rng = np.random.default_rng(0)
-centres = rng.normal(scale=4.0, size=(c, d)).astype(np.float32)
-labels = rng.integers(c, size=n)
-X = np.empty((n, d), dtype=np.float32)
-for start in range(0, n, 100_000):
-    stop = min(n, start + 100_000)
-    X[start:stop] = centres[labels[start:stop]] + rng.normal(size=(stop - start, d))
+X, labels = scale_mixture({n}, {c}, {d})
 np.save({x_path!r}, X)
 np.save({labels_path!r}, labels.astype(np.int16))
 print(json.dumps({{"bytes": int(X.nbytes)}}))
 """
+)
 
 NEIGHBORS = """
 import numpy as np, anndata as ad, logging
