@@ -11,8 +11,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import numba
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
-__all__ = ["njit", "threads"]
+__all__ = ["njit", "prefetch", "threads"]
 
 
 def njit(*args: Any, **kwargs: Any) -> Callable:
@@ -48,3 +52,35 @@ def threads(n_jobs: int | None) -> Iterator[int]:
         yield n
     finally:
         numba.set_num_threads(previous)
+
+
+@intrinsic
+def prefetch(typingctx, arr, i, j):  # pragma: no cover - compile time
+    """In a kernel: bring the cache line of ``arr[i, j]`` (a 2-D array) into the caches.
+
+    A hint (``llvm.prefetch``: read, high locality, data): it changes no value, only how long a
+    later load of that line waits. No bounds check: the address is computed, never read, and
+    a prefetch of an address outside the array is harmless.
+    """
+    if not (
+        isinstance(arr, types.Array)
+        and arr.ndim == 2
+        and isinstance(i, types.Integer)
+        and isinstance(j, types.Integer)
+    ):
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty, ity, jty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        row = context.cast(builder, args[1], ity, types.intp)
+        col = context.cast(builder, args[2], jty, types.intp)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [row, col])
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, i, j), codegen
