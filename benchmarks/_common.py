@@ -96,6 +96,21 @@ def scale_mixture(n: int, clusters: int = 20, dim: int = 50) -> tuple[np.ndarray
     return X, labels
 
 
+def aniso_mixture(n: int, d: int = 60, c: int = 30) -> np.ndarray:
+    """``n`` float32 points in ``d``-D from ``c`` Gaussians with random full covariances
+    (``N(0,1)/sqrt(d)`` matrices scaled by U(0.5, 2)), centres N(0, 3^2), cluster of each point
+    uniform at random, seed 5: a set no kNN or layout setting was tuned on (``knn_stages.py
+    --data aniso``, ``e2e.py``'s ``aniso100k``)."""
+    rng = np.random.default_rng(5)
+    labels = rng.integers(c, size=n)
+    X = np.empty((n, d), dtype=np.float32)
+    for k in range(c):
+        rows = np.flatnonzero(labels == k)
+        A = rng.normal(size=(d, d)) / np.sqrt(d) * rng.uniform(0.5, 2)
+        X[rows] = rng.normal(scale=3.0, size=d) + rng.normal(size=(rows.size, d)) @ A
+    return X
+
+
 #: Code for :func:`run_fresh` that imports :func:`scale_mixture` (the subprocess runs in ROOT).
 IMPORT_MIXTURE = "sys.path.insert(0, 'benchmarks')\nfrom _common import scale_mixture\n"
 

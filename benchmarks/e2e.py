@@ -5,6 +5,7 @@ cores)::
 
     .venv/bin/python benchmarks/e2e.py                                  # mnist70k, mix200k
     .venv/bin/python benchmarks/e2e.py --datasets mnist70k --repeats 3
+    .venv/bin/python benchmarks/e2e.py --datasets aniso100k --repeats 3   # not tuned on
 
 Each side runs ``n_neighbors=15, min_dist=0.5`` on the same float32 PCA-50 matrix, in a fresh
 process per run, 2 threads (``NUMBA_NUM_THREADS``, ``OMP_NUM_THREADS`` etc. = 2), sides
@@ -24,9 +25,11 @@ alternated ``--repeats`` times (medians reported):
 that cache: annumap; pynndescent and umap-learn compile part of their code in every process),
 ``warm`` = a second call in the same process. Quality of the warm result: trustworthiness
 (k=15, on a fixed 5,000-point subsample) and kNN preservation (k=15, all points) against the
-PCA matrix. Datasets: ``mnist70k`` (MNIST PCA-50, what the kNN settings were measured on) and
-``mix200k`` (200,000 points, 50-D mixture of 20 Gaussians as ``benchmarks/scale.py``; not tuned
-on). ``--empty-cache`` also runs annumap with an empty numba cache (``NUMBA_CACHE_DIR`` set to
+PCA matrix. Datasets: ``mnist70k`` (MNIST PCA-50, what the kNN settings were measured on),
+``mix200k`` (200,000 points, 50-D mixture of 20 Gaussians as ``benchmarks/scale.py``; the
+NN-descent's stage rules were tuned on this generator) and ``aniso100k`` (100,000 points, 60-D,
+30 Gaussians with random full covariances, ``_common.aniso_mixture``: tuned on by nothing).
+``--empty-cache`` also runs annumap with an empty numba cache (``NUMBA_CACHE_DIR`` set to
 a new directory): the true first run after installation. Results: ``benchmarks/results/e2e.json``
 (datasets not run in this invocation keep their earlier entry).
 """
@@ -45,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import CACHE, IMPORT_MIXTURE, machine, representation, run_fresh, save, saved
 
-DATASETS = ("mnist70k", "mix200k")
+DATASETS = ("mnist70k", "mix200k", "aniso100k")
 THREADS = {
     "NUMBA_NUM_THREADS": "2",
     "OMP_NUM_THREADS": "2",
@@ -114,6 +117,15 @@ np.save({x_path!r}, X)
 print(json.dumps({{}}))
 """
 )
+ANISO = (
+    IMPORT_MIXTURE
+    + """
+import numpy as np
+from _common import aniso_mixture
+np.save({x_path!r}, aniso_mixture(100_000))
+print(json.dumps({{}}))
+"""
+)
 
 
 def data_path(name: str) -> str:
@@ -122,6 +134,11 @@ def data_path(name: str) -> str:
         path = CACHE / "scale_200000_X.npy"  # the same file as benchmarks/scale.py
         if not path.exists():
             run_fresh(MIX.format(x_path=str(path)))
+        return str(path)
+    if name == "aniso100k":
+        path = CACHE / "aniso_100000_X.npy"
+        if not path.exists():
+            run_fresh(ANISO.format(x_path=str(path)))
         return str(path)
     path = CACHE / f"{name}_rep.npy"
     if not path.exists():

@@ -27,23 +27,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 # nothing here imports umap-learn, so benchmarks/ (whose umap.py would shadow it) may lead
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import scale_mixture
-
-
-def aniso(n: int, d: int = 60, c: int = 30) -> np.ndarray:
-    rng = np.random.default_rng(5)
-    labels = rng.integers(c, size=n)
-    X = np.empty((n, d), dtype=np.float32)
-    for k in range(c):
-        rows = np.flatnonzero(labels == k)
-        A = rng.normal(size=(d, d)) / np.sqrt(d) * rng.uniform(0.5, 2)
-        X[rows] = rng.normal(scale=3.0, size=d) + rng.normal(size=(rows.size, d)) @ A
-    return X
+from _common import aniso_mixture, scale_mixture
 
 
 def main() -> None:
@@ -55,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     from annumap._core.knn import _nndescent as nd
 
-    X = scale_mixture(args.n)[0] if args.data == "mixture" else aniso(args.n)
+    X = scale_mixture(args.n)[0] if args.data == "mixture" else aniso_mixture(args.n)
     S = nd._search_matrix(X, "euclidean")
     rules = nd.nndescent_settings(args.n, 15)
     sides = {"rules": rules, "without": {**rules, **json.loads(args.off)}}
