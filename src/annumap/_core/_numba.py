@@ -79,7 +79,9 @@ def prefetch(typingctx, arr, i, j):  # pragma: no cover - compile time
         i8p = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        # mangled by llvmlite for the pointer type: p0i8 (typed pointers, LLVM 14), which
+        # newer LLVM versions remangle to p0
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
         builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
         return context.get_dummy_value()
 
