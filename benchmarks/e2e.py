@@ -108,21 +108,17 @@ def run(a):
 """,
 }
 
-MIX = (
-    IMPORT_MIXTURE
-    + """
-import numpy as np
-X, _ = scale_mixture(200_000)
-np.save({x_path!r}, X)
-print(json.dumps({{}}))
-"""
-)
-ANISO = (
+#: Generated data sets: cache file and the expression that makes the matrix (in a fresh process).
+GENERATED = {
+    "mix200k": ("scale_200000_X.npy", "scale_mixture(200_000)[0]"),  # scale.py's file
+    "aniso100k": ("aniso_100000_X.npy", "aniso_mixture(100_000)"),
+}
+GENERATE = (
     IMPORT_MIXTURE
     + """
 import numpy as np
 from _common import aniso_mixture
-np.save({x_path!r}, aniso_mixture(100_000))
+np.save({x_path!r}, {expr})
 print(json.dumps({{}}))
 """
 )
@@ -130,15 +126,11 @@ print(json.dumps({{}}))
 
 def data_path(name: str) -> str:
     CACHE.mkdir(exist_ok=True)
-    if name == "mix200k":
-        path = CACHE / "scale_200000_X.npy"  # the same file as benchmarks/scale.py
+    if name in GENERATED:
+        file, expr = GENERATED[name]
+        path = CACHE / file
         if not path.exists():
-            run_fresh(MIX.format(x_path=str(path)))
-        return str(path)
-    if name == "aniso100k":
-        path = CACHE / "aniso_100000_X.npy"
-        if not path.exists():
-            run_fresh(ANISO.format(x_path=str(path)))
+            run_fresh(GENERATE.format(x_path=str(path), expr=expr))
         return str(path)
     path = CACHE / f"{name}_rep.npy"
     if not path.exists():
