@@ -52,7 +52,7 @@ def main() -> None:
     indptr, indices = P.indptr.astype(np.int64), P.indices.astype(np.int64)
     eps, eps_neg = layout.sampling_schedule(P.data, 5.0)
     pieces, first = layout.class_pieces(bounds, indptr, P.data, 5.0)
-    copy_ptr, copy_idx, stale = copy_lists(bounds, indptr, indices)
+    lists = copy_lists(bounds, indptr, indices)
     n_classes = bounds.size - 1
     a, b = find_ab(1.0, 0.5)
     table = pow_table(b)
@@ -68,8 +68,8 @@ def main() -> None:
             t = time.perf_counter()
             for e in range(200):
                 sgd_epoch(
-                    pieces, parallel, indptr, indices, first, copy_ptr, copy_idx, stale, eps,
-                    eps_neg, next_sample, next_negative, S, side, table, a, b, 1.0,
+                    pieces, parallel, indptr, indices, first, *lists, eps, eps_neg,
+                    next_sample, next_negative, S, side, table, a, b, 1.0,
                     float(rates[e]), float(e), epoch_key(0, e),
                 )  # fmt: skip
                 side = (side + n_classes) % 2

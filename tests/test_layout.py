@@ -228,7 +228,7 @@ def test_copy_lists_name_what_the_previous_class_owned_and_this_one_does_not():
     P = P0[order][:, order].tocsr()
     P.sort_indices()
     indptr, indices = P.indptr.astype(np.int64), P.indices.astype(np.int64)
-    ptr, idx, stale = copy_lists(bounds, indptr, indices)
+    ptr, idx, own_ptr, own_idx = copy_lists(bounds, indptr, indices)
     n_classes = bounds.size - 1
 
     def owned(c):
@@ -238,8 +238,9 @@ def test_copy_lists_name_what_the_previous_class_owned_and_this_one_does_not():
     for c in range(n_classes):
         prev, mine = owned((c - 1) % n_classes), owned(c)
         assert list(idx[ptr[c] : ptr[c + 1]]) == sorted(prev - mine)
-        edges = np.arange(indptr[bounds[c]], indptr[bounds[c + 1]])
-        assert set(edges[stale[edges]]) == {e for e in edges if indices[e] in prev}
+        for i in range(bounds[c], bounds[c + 1]):
+            row = indices[indptr[i] : indptr[i + 1]]
+            assert list(own_idx[own_ptr[i] : own_ptr[i + 1]]) == [j for j in row if j in prev]
 
 
 # ---------------------------------------------------------------- thread independence

@@ -57,6 +57,16 @@ sample updates, one thread, ``benchmarks/profile_layout.py``), against the kerne
   3.21 s; one thread 3-4% slower (7.00 -> 7.27 s, 6.39 -> 6.59 s: a tie, the cost of hashing
   each draw twice). Prefetching the negatives alone gave 5.56 -> 4.60 s; adding a write
   prefetch of the neighbour's row in ``W``, 5.70 -> 4.13 s (no better: not kept).
+- Nothing in a row's loop branches one way or the other at random. A row lists its due edges
+  first, without a branch (:func:`_due_list`: every edge is written, the count advances for a
+  due one), and copies the neighbours it owns from a list per row (:func:`copy_lists`), not by
+  testing a flag per edge: about a third of the edges are due in an epoch and a fifth are
+  copied, in no order the branch predictor can learn, and the scan that stopped at each due
+  edge and the flag test cost a misprediction each. Same embedding; the epoch kernel alone
+  (200 epochs, same graph, colouring and init, this kernel and the one before alternating in
+  one process, medians of 3, 2-core Intel Xeon): 2 threads, Gaussian mixture 50k 4.91 ->
+  4.22 s, the 100k anisotropic mixture of ``benchmarks/e2e.py`` 9.54 -> 8.77 s; one thread
+  7.29 -> 6.09 s and 16.54 -> 14.51 s.
 - Positions live in two buffers, ``S[0]`` and ``S[1]``: a class reads one (the positions as
   the class started: what its negatives see) and writes the other, so the snapshot costs no
   second parallel region per class. A row writes its vertex and copies the neighbours it owns
@@ -216,9 +226,10 @@ def copy_lists(bounds, indptr, indices):  # pragma: no cover - numba
     owns its vertices and their neighbours; the previous class (cyclically: the last one, for
     class 0) may have moved what it owned. Of that, class ``c`` copies what it does not own
     itself (``idx[ptr[c]:ptr[c + 1]]``, increasing), and each of its rows copies the neighbours
-    it owns (``stale[e]`` for the neighbour of edge ``e``) and writes its own vertex. What
-    neither names is equal in both buffers already (the previous class did not own it). Returns
-    ``(ptr, idx, stale)``.
+    it owns (row ``i``: ``own_idx[own_ptr[i]:own_ptr[i + 1]]``, in edge order) and writes its
+    own vertex. What neither names is equal in both buffers already (the previous class did not
+    own it). Returns ``(ptr, idx, own_ptr, own_idx)``. The rows' lists are lists, not a flag per
+    edge, so that a row's copy loop has no branch that goes one way or the other at random.
     """
     n = indptr.size - 1
     n_classes = bounds.size - 1
@@ -253,30 +264,48 @@ def copy_lists(bounds, indptr, indices):  # pragma: no cover - numba
         ptr[c + 1] = fill
         out[ptr[c] : fill].sort()
     idx = out[:fill].copy()
-    return ptr, idx, stale
+    own_ptr = np.zeros(n + 1, dtype=np.int64)
+    for i in range(n):
+        own_ptr[i + 1] = own_ptr[i]
+        for e in range(indptr[i], indptr[i + 1]):
+            own_ptr[i + 1] += stale[e]
+    own_idx = np.empty(own_ptr[n], dtype=np.int64)
+    for i in range(n):
+        m = own_ptr[i]
+        for e in range(indptr[i], indptr[i + 1]):
+            if stale[e]:
+                own_idx[m] = indices[e]
+                m += 1
+    return ptr, idx, own_ptr, own_idx
 
 
 # ---------------------------------------------------------------- one row, or two interleaved
 
 
 @njit(inline="always")
-def _own(i, indptr, indices, stale, R, W):  # pragma: no cover - numba
+def _own(i, own_ptr, own_idx, R, W):  # pragma: no cover - numba
     """Copy to ``W`` what row ``i`` owns and the previous class may have moved (and ``i``)."""
     for d in range(R.shape[1]):
         W[i, d] = R[i, d]
-    for e in range(indptr[i], indptr[i + 1]):
-        if stale[e]:
-            j = indices[e]
-            for d in range(R.shape[1]):
-                W[j, d] = R[j, d]
+    for e in range(own_ptr[i], own_ptr[i + 1]):
+        j = own_idx[e]
+        for d in range(R.shape[1]):
+            W[j, d] = R[j, d]
 
 
 @njit(inline="always")
-def _due(p, end, next_sample, epoch):  # pragma: no cover - numba
-    """The first edge from ``p`` on (``end`` if none) that is due in ``epoch``."""
-    while p < end and next_sample[p] > epoch:
-        p += 1
-    return p
+def _due_list(lo, hi, next_sample, epoch, out):  # pragma: no cover - numba
+    """The edges of ``lo:hi`` due in ``epoch``, in order, into ``out``; returns their number.
+
+    Without a branch: every edge is written, and the count advances for a due one only (which
+    edges are due looks random to the branch predictor; a scan that stops at each cost a
+    misprediction per due edge).
+    """
+    m = 0
+    for p in range(lo, hi):
+        out[m] = p
+        m += np.int64(next_sample[p] <= epoch)
+    return m
 
 
 @njit(inline="always")
@@ -368,68 +397,66 @@ def _fetch(p, count, j, R, key):  # pragma: no cover - numba
 
 @njit(inline="always")
 def _rows_2d(
-    i, k, indptr, indices, stale, eps, eps_neg, next_sample, next_negative, R, W,
-    a, table, att, rep, lr, epoch, key,
+    i, k, indptr, indices, own_ptr, own_idx, eps, eps_neg, next_sample, next_negative, R, W,
+    a, table, att, rep, lr, epoch, key, da, db,
 ):  # fmt: skip  # pragma: no cover - numba
     """Rows ``i`` and ``k`` (``k = -1``: none) of one class, interleaved sample by sample.
 
     The rows touch disjoint positions, so interleaving changes no result; it lets the
-    processor overlap two independent chains of dependent updates. Each row finds its next due
-    edge before it repels from the current one's negatives and prefetches what that edge will
-    read (neighbour and negatives: random rows of ``R``, which the other core may just have
-    written), so that the loads overlap the current edge's arithmetic.
+    processor overlap two independent chains of dependent updates. Each row lists its due edges
+    first (``da``, ``db``: scratch of the row's degree at least); its ``t``-th due edge pairs
+    with the other row's ``t``-th. Before a row repels from an edge's negatives it prefetches
+    what its next due edge will read (neighbour and negatives: random rows of ``R``, which the
+    other core may just have written), so that the loads overlap the current edge's arithmetic.
     """
-    _own(i, indptr, indices, stale, R, W)
-    ea = indptr[i + 1]
-    pa = _due(indptr[i], ea, next_sample, epoch)
+    _own(i, own_ptr, own_idx, R, W)
+    ma = _due_list(indptr[i], indptr[i + 1], next_sample, epoch, da)
     ca = 0
-    if pa < ea:
-        ca = _n_negatives(pa, epoch, next_negative, eps_neg)
-        _fetch(pa, ca, indices[pa], R, key)
+    if ma > 0:
+        ca = _n_negatives(da[0], epoch, next_negative, eps_neg)
+        _fetch(da[0], ca, indices[da[0]], R, key)
     ya0, ya1 = R[i, 0], R[i, 1]
-    eb = 0
-    pb = 0
+    mb = 0
     cb = 0
     yb0, yb1 = np.float32(0.0), np.float32(0.0)
     if k >= 0:
-        _own(k, indptr, indices, stale, R, W)
-        eb = indptr[k + 1]
-        pb = _due(indptr[k], eb, next_sample, epoch)
-        if pb < eb:
-            cb = _n_negatives(pb, epoch, next_negative, eps_neg)
-            _fetch(pb, cb, indices[pb], R, key)
+        _own(k, own_ptr, own_idx, R, W)
+        mb = _due_list(indptr[k], indptr[k + 1], next_sample, epoch, db)
+        if mb > 0:
+            cb = _n_negatives(db[0], epoch, next_negative, eps_neg)
+            _fetch(db[0], cb, indices[db[0]], R, key)
         yb0, yb1 = R[k, 0], R[k, 1]
-    while pa < ea or pb < eb:
+    pa = 0
+    pb = 0
+    for t in range(max(ma, mb)):
         na = 0
         nb = 0
-        qa = ea
-        qb = eb
-        if pa < ea:
+        if t < ma:
+            pa = da[t]
             ya0, ya1 = _attract_2d(ya0, ya1, indices[pa], R, W, a, table, att, lr)
             next_sample[pa] += eps[pa]
             na = ca
             if na > 0:
                 next_negative[pa] += na * eps_neg[pa]
-            qa = _due(pa + 1, ea, next_sample, epoch)
-            if qa < ea:
+            if t + 1 < ma:
+                qa = da[t + 1]
                 ca = _n_negatives(qa, epoch, next_negative, eps_neg)
                 _fetch(qa, ca, indices[qa], R, key)
-        if pb < eb:
+        if t < mb:
+            pb = db[t]
             yb0, yb1 = _attract_2d(yb0, yb1, indices[pb], R, W, a, table, att, lr)
             next_sample[pb] += eps[pb]
             nb = cb
             if nb > 0:
                 next_negative[pb] += nb * eps_neg[pb]
-            qb = _due(pb + 1, eb, next_sample, epoch)
-            if qb < eb:
+            if t + 1 < mb:
+                qb = db[t + 1]
                 cb = _n_negatives(qb, epoch, next_negative, eps_neg)
                 _fetch(qb, cb, indices[qb], R, key)
         if na > 0:
             ya0, ya1 = _repel_all_2d(ya0, ya1, i, pa, na, R, a, table, rep, lr, key)
         if nb > 0:
             yb0, yb1 = _repel_all_2d(yb0, yb1, k, pb, nb, R, a, table, rep, lr, key)
-        pa = qa
-        pb = qb
     W[i, 0] = ya0
     W[i, 1] = ya1
     if k >= 0:
@@ -439,7 +466,7 @@ def _rows_2d(
 
 @njit(inline="always")
 def _row(
-    i, indptr, indices, stale, eps, eps_neg, next_sample, next_negative, R, W,
+    i, indptr, indices, own_ptr, own_idx, eps, eps_neg, next_sample, next_negative, R, W,
     a, table, att, rep, lr, epoch, key, step,
 ):  # fmt: skip  # pragma: no cover - numba
     """Row ``i`` of a layout of any dimension: its position is updated in place in ``W``.
@@ -447,7 +474,7 @@ def _row(
     ``step`` (dim,) is scratch space for the summed steps of an edge's negatives.
     """
     n, dim = R.shape
-    _own(i, indptr, indices, stale, R, W)
+    _own(i, own_ptr, own_idx, R, W)
     for p in range(indptr[i], indptr[i + 1]):
         if next_sample[p] > epoch:
             continue
@@ -485,8 +512,8 @@ def _row(
 
 @njit(fastmath=_FAST)
 def _piece(
-    c, q, n_q, start, stop, copy_ptr, copy_idx, stale, indptr, indices, eps, eps_neg, next_sample,
-    next_negative, R, W, a, table, att, rep, lr, epoch, key,
+    c, q, n_q, start, stop, copy_ptr, copy_idx, own_ptr, own_idx, indptr, indices, eps, eps_neg,
+    next_sample, next_negative, R, W, a, table, att, rep, lr, epoch, key,
 ):  # fmt: skip  # pragma: no cover - numba
     """Piece ``q`` of ``n_q`` of class ``c``: its share of the class's copies, then its rows.
 
@@ -501,18 +528,23 @@ def _piece(
         for d in range(dim):
             W[x, d] = R[x, d]
     if dim == 2:
+        width = 1
+        for i in range(start, stop):
+            width = max(width, indptr[i + 1] - indptr[i])
+        da = np.empty(width, dtype=np.int64)
+        db = np.empty(width, dtype=np.int64)
         for i in range(start, stop, 2):
             k = i + 1 if i + 1 < stop else -1
             _rows_2d(
-                i, k, indptr, indices, stale, eps, eps_neg, next_sample, next_negative, R, W, a,
-                table, att, rep, lr, epoch, key,
+                i, k, indptr, indices, own_ptr, own_idx, eps, eps_neg, next_sample, next_negative,
+                R, W, a, table, att, rep, lr, epoch, key, da, db,
             )  # fmt: skip
     else:
         step = np.empty(dim, dtype=np.float32)
         for i in range(start, stop):
             _row(
-                i, indptr, indices, stale, eps, eps_neg, next_sample, next_negative, R, W, a,
-                table, att, rep, lr, epoch, key, step,
+                i, indptr, indices, own_ptr, own_idx, eps, eps_neg, next_sample, next_negative, R,
+                W, a, table, att, rep, lr, epoch, key, step,
             )  # fmt: skip
 
 
@@ -525,7 +557,8 @@ def sgd_epoch(
     class_pieces,
     copy_ptr,
     copy_idx,
-    stale,
+    own_ptr,
+    own_idx,
     epochs_per_sample,
     epochs_per_negative,
     next_sample,
@@ -546,11 +579,11 @@ def sgd_epoch(
     ``class_pieces[c + 1] - 1``, piece ``p`` the rows ``pieces[p]:pieces[p + 1]``; its pieces
     run over threads when ``parallel[c]``, else on the calling thread (same result). Class ``c``
     reads ``S[(phase + c) % 2]`` and writes ``S[(phase + c + 1) % 2]``, so after the epoch the
-    positions are in ``S[(phase + n_classes) % 2]``; ``copy_ptr, copy_idx`` are
-    :func:`copy_lists`. Edge ``e`` is due when ``next_sample[e] <= epoch``; it then draws
-    ``int((epoch - next_negative[e]) / epochs_per_negative[e])`` negative samples. Attraction
-    ``-2ab d^(2(b-1)) / (1 + a d^(2b))``, repulsion ``2 gamma b / ((0.001 + d^2)(1 + a
-    d^(2b)))``, each component clipped to [-4, 4], then scaled by ``alpha``; ``table`` is
+    positions are in ``S[(phase + n_classes) % 2]``; ``copy_ptr, copy_idx, own_ptr,
+    own_idx`` are :func:`copy_lists`. Edge ``e`` is due when ``next_sample[e] <= epoch``; it
+    then draws ``int((epoch - next_negative[e]) / epochs_per_negative[e])`` negative samples.
+    Attraction ``-2ab d^(2(b-1)) / (1 + a d^(2b))``, repulsion ``2 gamma b / ((0.001 +
+    d^2)(1 + a d^(2b)))``, each component clipped to [-4, 4], then scaled by ``alpha``; ``table`` is
     :func:`pow_table` of ``b``.
     """
     a32 = np.float32(a)
@@ -567,13 +600,13 @@ def sgd_epoch(
             for q in prange(n_q):
                 _piece(
                     c, q, n_q, pieces[first + q], pieces[first + q + 1], copy_ptr, copy_idx,
-                    stale, indptr, indices, epochs_per_sample, epochs_per_negative, next_sample,
-                    next_negative, R, W, a32, table, att, rep, lr, epoch, key,
+                    own_ptr, own_idx, indptr, indices, epochs_per_sample, epochs_per_negative,
+                    next_sample, next_negative, R, W, a32, table, att, rep, lr, epoch, key,
                 )  # fmt: skip
         else:
             for q in range(n_q):
                 _piece(
                     c, q, n_q, pieces[first + q], pieces[first + q + 1], copy_ptr, copy_idx,
-                    stale, indptr, indices, epochs_per_sample, epochs_per_negative, next_sample,
-                    next_negative, R, W, a32, table, att, rep, lr, epoch, key,
+                    own_ptr, own_idx, indptr, indices, epochs_per_sample, epochs_per_negative,
+                    next_sample, next_negative, R, W, a32, table, att, rep, lr, epoch, key,
                 )  # fmt: skip

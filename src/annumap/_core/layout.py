@@ -271,7 +271,7 @@ def optimize_layout(
     next_sample = eps.copy()
     next_negative = eps_neg.copy()
     pieces, first = class_pieces(bounds, indptr, P.data, negative_sample_rate)
-    copy_ptr, copy_idx, stale = copy_lists(bounds, indptr, indices)
+    copy_ptr, copy_idx, own_ptr, own_idx = copy_lists(bounds, indptr, indices)
     n_classes = bounds.size - 1
     S = np.empty((2, *start.shape), dtype=np.float32)
     S[0] = S[1] = start[order]
@@ -299,8 +299,8 @@ def optimize_layout(
                 work = float(np.count_nonzero(next_sample <= epoch)) if chooser.timing else 1.0
                 t = time.perf_counter()
                 sgd_epoch(
-                    pieces, parallel, indptr, indices, first, copy_ptr, copy_idx, stale, eps,
-                    eps_neg, next_sample, next_negative, S, side, table, a, b, gamma,
+                    pieces, parallel, indptr, indices, first, copy_ptr, copy_idx, own_ptr, own_idx,
+                    eps, eps_neg, next_sample, next_negative, S, side, table, a, b, gamma,
                     float(rates[epoch]), float(epoch), epoch_key(seed, epoch),
                 )  # fmt: skip
                 side = (side + n_classes) % 2
