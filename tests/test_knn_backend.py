@@ -307,6 +307,8 @@ def test_the_refinement_stops_where_its_gains_level_off():
         ([0.5, 0.7, 0.7], 0.0),  # stalled
         ([0.1, 0.5, 0.7], 0.2),  # gains 0.4, 0.2: ratio 1/2, 0.2 to come
         ([0.6, 0.9, 0.93], 0.1 * 0.03 / 0.9),  # gains 0.3, 0.03: ratio 1/10
+        ([0.3, 0.8, 0.99], 0.01),  # the series' 0.15 to come, but the recall stops at 1
+        ([0.3, 0.8, 1.0], 0.0),
     ],
 )
 def test_the_remaining_gain_is_projected_from_the_last_two(history, rest):

@@ -95,13 +95,14 @@ def nndescent_settings(n_obs: int, n_neighbors: int) -> dict[str, int | float]:
     ``skip_light_below`` (0.05-0.12 on the 50-D mixtures of 50k to 1M points, 0.30 on CBMC,
     0.44 on MNIST), the light iterations are skipped (unless ``early_switch`` is off): the
     heavy ones start from the forest, with a second forest (the refinement's) joined first. And
-    the heavy iterations stop once the projected remaining gain of the last two is below
-    ``stop_gain`` (the heaps change little after that; the ``delta`` rule alone ran three more
-    at 1M for +0.006). Together (``benchmarks/knn_stages.py``, the rules on and off alternated
-    in one process, 2 threads): 50-D mixture of 200k points 1.36x at recall 0.986 -> 0.984, a
-    60-D anisotropic mixture of 300k points 1.38x at 0.997 -> 0.996; 1M points 169 -> 149 s at
-    0.915 -> 0.932 (one run each). The heavy sizing carries the
-    recall on data of high intrinsic dimension (measured on the 50-D Gaussian mixture of
+    the heavy iterations stop once the projected remaining gain of the last two (at most
+    ``1 - recall``) is below ``stop_gain`` (the heaps change little after that; the
+    ``delta`` rule alone ran three more at 1M for +0.006). Together
+    (``benchmarks/knn_stages.py``, the rules on and off alternated in one process, 2
+    threads): 50-D mixture of 200k points 1.36x at recall 0.986 -> 0.984, a 60-D anisotropic
+    mixture of 300k points 1.38x at 0.997 -> 0.996; 1M points 169 -> 149 s at 0.915 -> 0.932
+    (one run each; before the cap at ``1 - recall``). The heavy sizing carries the recall on
+    data of high intrinsic dimension (measured on the 50-D Gaussian mixture of
     ``benchmarks/scale.py``, ``n_neighbors=15``, recall of the 14 exact neighbours): 15
     candidates and 4 extra slots gave 0.74 at 200k points and 0.50 at 1M; on 2 clusters of 50k
     points (the density of the 1M set) 30/10 gave 0.75, 45/15 0.88, 40 candidates with a 40-slot
@@ -757,8 +758,10 @@ def _projected_gain(history: list[float]) -> float | None:
 
     ``history`` holds the estimated recall after the forest and after each iteration. The
     gains of the iterations shrink roughly geometrically; the last two give the ratio, and the
-    series' remaining sum is returned. None where the trend cannot be judged yet (fewer than
-    two gains, or gains still growing); 0 where the search has stopped gaining.
+    series' remaining sum is returned, at most ``1 - history[-1]`` (the recall cannot pass 1:
+    a search at 0.997 whose last gain was 0.11 has 0.003 left, not the series' 0.027). None
+    where the trend cannot be judged yet (fewer than two gains, or gains still growing); 0
+    where the search has stopped gaining.
     """
     if len(history) < 3:
         return None
@@ -768,7 +771,7 @@ def _projected_gain(history: list[float]) -> float | None:
     if last >= before:
         return None
     ratio = last / before
-    return last * ratio / (1 - ratio)
+    return min(last * ratio / (1 - ratio), max(1.0 - history[-1], 0.0))
 
 
 def _falls_short(history: list[float], target: float) -> bool:
