@@ -111,6 +111,34 @@ def aniso_mixture(n: int, d: int = 60, c: int = 30) -> np.ndarray:
     return X
 
 
+def branch_tree(n: int, d: int = 50, latent: int = 10, branches: int = 15) -> np.ndarray:
+    """``n`` float32 points in ``d``-D along a random tree of ``branches`` segments, a
+    differentiation-like set: each segment starts at a uniform point of an earlier one (the
+    first at the origin) and runs U(3, 8) in a random direction of a ``latent``-D space; a
+    point picks a segment with probability proportional to its length times U(0.5, 2), a place
+    along it uniformly, latent noise N(0, 0.3^2); the latent space is mapped to ``d``-D by an
+    ``N(0, 1)/sqrt(latent)`` matrix, plus N(0, 0.1^2) noise per coordinate. Seed 11. Made for
+    ``e2e.py``'s ``branch150k`` after every kNN and layout rule was set: tuned on by nothing."""
+    rng = np.random.default_rng(11)
+    starts = np.zeros((branches, latent))
+    steps = np.empty((branches, latent))
+    for b in range(branches):
+        if b:
+            parent = rng.integers(b)
+            starts[b] = starts[parent] + rng.uniform() * steps[parent]
+        u = rng.normal(size=latent)
+        steps[b] = u / np.linalg.norm(u) * rng.uniform(3, 8)
+    weight = np.linalg.norm(steps, axis=1) * rng.uniform(0.5, 2, size=branches)
+    seg = rng.choice(branches, size=n, p=weight / weight.sum())
+    Z = (
+        starts[seg]
+        + rng.uniform(size=(n, 1)) * steps[seg]
+        + rng.normal(scale=0.3, size=(n, latent))
+    )
+    M = rng.normal(size=(latent, d)) / np.sqrt(latent)
+    return (Z @ M + rng.normal(scale=0.1, size=(n, d))).astype(np.float32)
+
+
 #: Code for :func:`run_fresh` that imports :func:`scale_mixture` (the subprocess runs in ROOT).
 IMPORT_MIXTURE = "sys.path.insert(0, 'benchmarks')\nfrom _common import scale_mixture\n"
 

@@ -3,9 +3,10 @@
 Run (from the repository root, with the ``test`` and ``dask`` extras; tens of minutes on 2
 cores)::
 
-    .venv/bin/python benchmarks/e2e.py                                  # mnist70k, mix200k
+    .venv/bin/python benchmarks/e2e.py                                  # all four data sets
     .venv/bin/python benchmarks/e2e.py --datasets mnist70k --repeats 3
-    .venv/bin/python benchmarks/e2e.py --datasets aniso100k --repeats 3   # not tuned on
+    .venv/bin/python benchmarks/e2e.py --datasets aniso100k --repeats 3
+    .venv/bin/python benchmarks/e2e.py --datasets branch150k --repeats 3  # tuned on by nothing
 
 Each side runs ``n_neighbors=15, min_dist=0.5`` on the same float32 PCA-50 matrix, in a fresh
 process per run, 2 threads (``NUMBA_NUM_THREADS``, ``OMP_NUM_THREADS`` etc. = 2), sides
@@ -28,7 +29,10 @@ that cache: annumap; pynndescent and umap-learn compile part of their code in ev
 PCA matrix. Datasets: ``mnist70k`` (MNIST PCA-50, what the kNN settings were measured on),
 ``mix200k`` (200,000 points, 50-D mixture of 20 Gaussians as ``benchmarks/scale.py``; the
 NN-descent's stage rules were tuned on this generator) and ``aniso100k`` (100,000 points, 60-D,
-30 Gaussians with random full covariances, ``_common.aniso_mixture``: tuned on by nothing).
+30 Gaussians with random full covariances, ``_common.aniso_mixture``: tuned on by no rule
+until the cap of the NN-descent's projected gain at ``1 - recall``, whose need it showed) and
+``branch150k`` (150,000 points, 50-D, a random tree of 15 segments in a 10-D latent space,
+``_common.branch_tree``, made after every rule was set: tuned on by nothing).
 ``--empty-cache`` also runs annumap with an empty numba cache (``NUMBA_CACHE_DIR`` set to
 a new directory): the true first run after installation. Results: ``benchmarks/results/e2e.json``
 (datasets not run in this invocation keep their earlier entry).
@@ -48,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import CACHE, IMPORT_MIXTURE, machine, representation, run_fresh, save, saved
 
-DATASETS = ("mnist70k", "mix200k", "aniso100k")
+DATASETS = ("mnist70k", "mix200k", "aniso100k", "branch150k")
 THREADS = {
     "NUMBA_NUM_THREADS": "2",
     "OMP_NUM_THREADS": "2",
@@ -112,12 +116,13 @@ def run(a):
 GENERATED = {
     "mix200k": ("scale_200000_X.npy", "scale_mixture(200_000)[0]"),  # scale.py's file
     "aniso100k": ("aniso_100000_X.npy", "aniso_mixture(100_000)"),
+    "branch150k": ("branch_150000_X.npy", "branch_tree(150_000)"),
 }
 GENERATE = (
     IMPORT_MIXTURE
     + """
 import numpy as np
-from _common import aniso_mixture
+from _common import aniso_mixture, branch_tree
 np.save({x_path!r}, {expr})
 print(json.dumps({{}}))
 """
